@@ -1,0 +1,75 @@
+/**
+ * The store contract (DESIGN.md): every place an image can live implements it,
+ * and everything that moves images is copy() between two of them. Abilities
+ * only some stores have are optional interfaces found with a type guard.
+ */
+import type { Readable } from 'node:stream';
+import type { Descriptor } from '../oci/types.js';
+
+export interface ReadOnlyStore {
+  /** A tag or digest to the descriptor of its manifest. */
+  resolve(ref: string, signal?: AbortSignal): Promise<Descriptor>;
+  /** The bytes of a blob or manifest; the stream errors if they do not match `desc`. */
+  fetch(desc: Descriptor, signal?: AbortSignal): Promise<Readable>;
+  exists(desc: Descriptor, signal?: AbortSignal): Promise<boolean>;
+}
+
+export interface Store extends ReadOnlyStore {
+  /** Stores `body`, failing (and storing nothing) unless it is exactly `expected`. */
+  push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void>;
+  /** Points `ref` at a manifest already in the store. */
+  tag(desc: Descriptor, ref: string, signal?: AbortSignal): Promise<void>;
+}
+
+/** A tag as a store lists it. */
+export interface TaggedDescriptor {
+  ref: string;
+  descriptor: Descriptor;
+}
+
+export interface TagLister {
+  /** Every tag with its manifest descriptor. */
+  list(signal?: AbortSignal): Promise<TaggedDescriptor[]>;
+}
+
+export interface Untagger {
+  /** Removes a tag; returns false when there was none. */
+  untag(ref: string, signal?: AbortSignal): Promise<boolean>;
+}
+
+export interface Deleter {
+  delete(desc: Descriptor, signal?: AbortSignal): Promise<void>;
+}
+
+export interface Closer {
+  close(): Promise<void>;
+}
+
+/** Source and destination share a registry: a blob can be mounted instead of copied. */
+export interface Mounter {
+  mount(desc: Descriptor, from: ReadOnlyStore, signal?: AbortSignal): Promise<boolean>;
+}
+
+export function canList(s: object): s is TagLister {
+  return typeof (s as Partial<TagLister>).list === 'function';
+}
+export function canUntag(s: object): s is Untagger {
+  return typeof (s as Partial<Untagger>).untag === 'function';
+}
+export function canDelete(s: object): s is Deleter {
+  return typeof (s as Partial<Deleter>).delete === 'function';
+}
+export function canClose(s: object): s is Closer {
+  return typeof (s as Partial<Closer>).close === 'function';
+}
+export function canMount(s: object): s is Mounter {
+  return typeof (s as Partial<Mounter>).mount === 'function';
+}
+
+/** Reads a small document (a manifest or config) whole; blobs are streamed, never this. */
+export async function fetchAll(store: ReadOnlyStore, desc: Descriptor, signal?: AbortSignal): Promise<Buffer> {
+  const stream = await store.fetch(desc, signal);
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}

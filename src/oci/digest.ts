@@ -1,0 +1,120 @@
+/**
+ * Digests: parsing, computing, and a stream stage that verifies size and digest.
+ * Grammar from image-spec v1.1.0 descriptor.md: algorithm ":" encoded; sha256 and
+ * sha512 are the registered algorithms, lowercase hex of fixed length.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback, type Readable } from 'node:stream';
+import { SealimgError } from '../errors.js';
+
+export type Algorithm = 'sha256' | 'sha512';
+
+const HEX_LENGTH: Record<Algorithm, number> = { sha256: 64, sha512: 128 };
+
+export interface ParsedDigest {
+  algorithm: Algorithm;
+  hex: string;
+}
+
+/** Parses and checks a digest; `field` names where it came from, for the error message. */
+export function parseDigest(digest: unknown, field = 'digest'): ParsedDigest {
+  if (typeof digest !== 'string') {
+    throw new SealimgError('INVALID_DIGEST', `${field}: expected a digest string, got ${typeof digest}`);
+  }
+  const colon = digest.indexOf(':');
+  const algorithm = digest.slice(0, colon);
+  const hex = digest.slice(colon + 1);
+  if (colon < 0 || !(algorithm in HEX_LENGTH)) {
+    throw new SealimgError('INVALID_DIGEST', `${field}: "${clip(digest)}" is not a digest (want sha256:<64 hex> or sha512:<128 hex>)`);
+  }
+  const want = HEX_LENGTH[algorithm as Algorithm];
+  if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) {
+    throw new SealimgError('INVALID_DIGEST', `${field}: "${clip(digest)}" must have ${want} lowercase hex characters after "${algorithm}:"`);
+  }
+  return { algorithm: algorithm as Algorithm, hex };
+}
+
+export function isDigest(s: string): boolean {
+  try {
+    parseDigest(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function digestOf(data: Uint8Array | string, algorithm: Algorithm = 'sha256'): string {
+  return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}`;
+}
+
+function clip(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/**
+ * A pass-through stage that fails the pipeline when the bytes are not exactly
+ * `expected.size` bytes hashing to `expected.digest`. Extra bytes fail at once,
+ * so a lying server cannot make us write more than the descriptor promised.
+ */
+export class VerifyStream extends Transform {
+  readonly expected: { digest: string; size: number };
+  private readonly hash: Hash;
+  private seen = 0;
+
+  constructor(expected: { digest: string; size: number }, private readonly what = 'blob') {
+    super();
+    this.expected = expected;
+    this.hash = createHash(parseDigest(expected.digest).algorithm);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.expected.size) {
+      done(new SealimgError('SIZE_MISMATCH', `${this.what} ${this.expected.digest}: more than the expected ${this.expected.size} bytes`));
+      return;
+    }
+    this.hash.update(chunk);
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.seen !== this.expected.size) {
+      done(new SealimgError('SIZE_MISMATCH', `${this.what} ${this.expected.digest}: got ${this.seen} bytes, expected ${this.expected.size}`));
+      return;
+    }
+    const actual = `${parseDigest(this.expected.digest).algorithm}:${this.hash.digest('hex')}`;
+    if (actual !== this.expected.digest) {
+      done(new SealimgError('DIGEST_MISMATCH', `${this.what} ${this.expected.digest}: content hashes to ${actual}`, {
+        hint: 'the source is corrupt or was changed in transit; nothing was stored',
+      }));
+      return;
+    }
+    done();
+  }
+}
+
+/**
+ * Streams that already carry a VerifyStream for a descriptor are marked, so a
+ * store receiving one does not hash the same bytes a second time.
+ */
+const verifiedFor = new WeakMap<object, string>();
+
+export function markVerified<T extends Readable>(stream: T, digest: string): T {
+  verifiedFor.set(stream, digest);
+  return stream;
+}
+
+export function isVerified(stream: Readable, digest: string): boolean {
+  return verifiedFor.get(stream) === digest;
+}
+
+/** Hashes a stream to its digest and size, without keeping it. */
+export async function digestStream(stream: AsyncIterable<Buffer>, algorithm: Algorithm = 'sha256'): Promise<{ digest: string; size: number }> {
+  const hash = createHash(algorithm);
+  let size = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { digest: `${algorithm}:${hash.digest('hex')}`, size };
+}
