@@ -1,7 +1,7 @@
 /**
  * Where an image lives, from the string a user types: one table of schemes,
  * each a factory for a store. `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`,
- * `docker-archive:FILE[:REF]`, `docker://HOST/REPO:TAG`, `local:NAME`, and a
+ * `docker-archive:FILE[:REF]`, `distribution:DIR[:REPO:TAG]`, `docker://HOST/REPO:TAG`, `local:NAME`, and a
  * bare name, which means the local store or a registry depending on the command.
  */
 import { SealimgError } from '../errors.js';
@@ -9,7 +9,7 @@ import { normalizeReference } from '../oci/reference.js';
 import { OciLayoutStore } from './oci-layout.js';
 import type { ReadOnlyStore, Store } from './store.js';
 
-export type LocationKind = 'local' | 'oci' | 'oci-archive' | 'docker-archive' | 'registry';
+export type LocationKind = 'local' | 'oci' | 'oci-archive' | 'docker-archive' | 'registry' | 'distribution';
 
 export interface Location {
   kind: LocationKind;
@@ -59,6 +59,11 @@ export const factories: Record<LocationKind, StoreFactory> = {
   'oci-archive': notYet('oci-archive tarballs', 'the save/load issue'),
   'docker-archive': notYet('docker-archive tarballs', 'the save/load issue'),
   registry: notYet('registries', 'the push/pull issue'),
+  // A CNCF registry storage directory (`distribution:DIR:REPO:TAG`); the store lives with the registry server.
+  distribution: {
+    source: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!),
+    destination: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!, { create: true }),
+  },
 };
 
 /**
@@ -66,7 +71,7 @@ export const factories: Record<LocationKind, StoreFactory> = {
  * command: the local store (tag, rmi, push's source) or a registry (pull's source).
  */
 export function parseLocation(spec: string, bare: 'local' | 'registry'): Location {
-  for (const kind of ['oci-archive', 'docker-archive', 'oci'] as const) {
+  for (const kind of ['oci-archive', 'docker-archive', 'oci', 'distribution'] as const) {
     if (spec.startsWith(`${kind}:`)) {
       const { path, ref } = splitPathRef(spec.slice(kind.length + 1));
       if (path === '') throw new SealimgError('USAGE', `${spec}: missing the path after "${kind}:"`);

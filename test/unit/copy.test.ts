@@ -24,6 +24,9 @@ class Recorder implements Store {
   maxActive = 0;
   failPush?: string;
   constructor(readonly inner: Store) {}
+  delete(d: Descriptor) {
+    return (this.inner as OciLayoutStore).delete(d);
+  }
   resolve(ref: string) {
     return this.inner.resolve(ref);
   }
@@ -116,6 +119,25 @@ test('failures say which side failed; no tag is written', async () => {
     assert.is((e as CopyError).side, 'source');
     assert.is((e as CopyError).code, 'MANIFEST_UNKNOWN');
   }
+});
+
+test('with rollback, a failed copy leaves the destination as it was', async () => {
+  const src = await layout();
+  const before = await makeImage(src, { tag: 'old' });
+  const img = await makeImage(src, { layers: [randomBytes(10), randomBytes(10), randomBytes(10)], tag: 'new' });
+  const inner = await layout();
+  await copy(src, 'old', inner, 'old');
+  const dst = new Recorder(inner);
+  dst.failPush = img.layers[2]!.digest;
+  try {
+    await copy(src, 'new', dst, 'new', { rollback: true, concurrency: 1 });
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, CopyError);
+  }
+  assert.ok(dst.log.some((l) => l.startsWith('push')), 'something was pushed before the failure');
+  for (const d of [img.config, ...img.layers]) assert.not.ok(await inner.exists(d), `${d.digest} was rolled back`);
+  for (const d of [before.manifest, before.config, ...before.layers]) assert.ok(await inner.exists(d), 'what was there stays');
 });
 
 test('--platform picks one manifest out of an index', async () => {
