@@ -69,7 +69,8 @@ export class RegistryClient {
     readonly opts: RegistryOptions,
     private readonly dispatcher: Agent,
   ) {
-    this.base = new URL(`${opts.plainHttp ? 'http' : 'https'}://${host}`);
+    // docker.io is a name; its API lives at registry-1.docker.io.
+    this.base = new URL(`${opts.plainHttp ? 'http' : 'https'}://${host === 'docker.io' ? 'registry-1.docker.io' : host}`);
     this.retry = { ...DEFAULT_RETRY, times: opts.retryTimes ?? DEFAULT_RETRY.times, baseMs: opts.retryBaseMs ?? DEFAULT_RETRY.baseMs };
     const env = opts.env ?? process.env;
     const creds = opts.credentials;
@@ -162,6 +163,19 @@ export class RegistryClient {
       }
       return res;
     }
+  }
+
+  /**
+   * Checks that the registry answers the API and accepts our credentials
+   * (GET /v2/, distribution-spec "end-1"); `login` calls it before saving anything.
+   */
+  async ping(signal?: AbortSignal): Promise<void> {
+    const res = await this.request({ method: 'GET', url: '/v2/', scopes: [], signal });
+    await res.body.dump();
+    if (res.statusCode === 200) return;
+    if (res.statusCode === 401) throw this.session.rejected(await this.opts.credentials);
+    if (res.statusCode === 404) throw new SealimgError('REGISTRY_ERROR', `${this.host} does not serve the registry API at ${this.base.origin}/v2/`);
+    throw new SealimgError('REGISTRY_ERROR', `${this.host}: GET /v2/ answered HTTP ${res.statusCode}`);
   }
 
   /** The token realm's HTTP, through the same TLS settings. */

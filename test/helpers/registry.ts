@@ -5,7 +5,7 @@
  * a token server the test runs; stopped by `stop()` (call it in an after hook).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ok } from './cli.js';
@@ -107,10 +107,14 @@ export async function startRegistry(opts: RegistryOpts = {}): Promise<TestRegist
   let caFile: string | undefined;
   let certDir: string | undefined;
   if (opts.tls) {
+    const pki = join(dir, 'pki');
+    await mkdir(pki);
+    const ca = await makeTestCa(pki);
+    caFile = ca.caFile;
+    // skopeo reads every *.key in a cert dir as a client key: give it the CA alone.
     certDir = join(dir, 'certs');
     await mkdir(certDir);
-    const ca = await makeTestCa(certDir);
-    caFile = ca.caFile;
+    await copyFile(ca.caFile, join(certDir, 'ca.crt'));
     lines.push('  tls:', `    certificate: ${ca.certFile}`, `    key: ${ca.keyFile}`);
   }
   if (opts.users) {
