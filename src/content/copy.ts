@@ -11,7 +11,10 @@ import { SealimgError, isSealimgError } from '../errors.js';
 import { isIndex, isManifest } from '../oci/mediatypes.js';
 import type { Descriptor, ImageIndex, Platform } from '../oci/types.js';
 import { childrenOf, parseManifest } from '../oci/validate.js';
-import { canDelete, fetchAll, type ReadOnlyStore, type Store } from './store.js';
+import { canDelete, canMount, fetchAll, type ReadOnlyStore, type Store } from './store.js';
+
+/** Times one blob is started over after a network failure nothing could resume. */
+const BLOB_RESTARTS = 3;
 
 export type CopyEvent =
   | { type: 'start'; desc: Descriptor }
@@ -145,18 +148,34 @@ export async function copyGraph(src: ReadOnlyStore, dst: Store, root: Descriptor
     }
     await limit.run(async () => {
       signal.throwIfAborted(); // queued behind a transfer that failed: do not start
+      if (canMount(dst) && (await on('destination', 'mount', desc.digest, () => dst.mount(desc, src, signal)))) {
+        emit({ type: 'skip', desc });
+        return;
+      }
       emit({ type: 'start', desc });
-      let body = await on('source', 'fetch', desc.digest, () => src.fetch(desc, signal));
-      if (opts.onEvent) body = counted(body, desc.digest, (bytes) => emit({ type: 'progress', desc, bytes }));
-      await on('destination', 'push', desc.digest, async () => {
+      const transfer = async () => {
+        let body = await on('source', 'fetch', desc.digest, () => src.fetch(desc, signal));
+        if (opts.onEvent) body = counted(body, desc.digest, (bytes) => emit({ type: 'progress', desc, bytes }));
+        await on('destination', 'push', desc.digest, async () => {
+          try {
+            await dst.push(desc, body, signal);
+          } catch (e) {
+            // A verification failure surfaces through the pipeline but is the source's fault.
+            if (isSealimgError(e, 'DIGEST_MISMATCH') || isSealimgError(e, 'SIZE_MISMATCH')) throw new CopyError('source', 'fetch', desc.digest, e);
+            throw e;
+          }
+        });
+      };
+      // A network failure neither side could resume (a registry that drops an upload
+      // session when a chunk breaks) is worth starting the blob over, a few times.
+      for (let restart = 0; ; restart++) {
         try {
-          await dst.push(desc, body, signal);
+          await transfer();
+          break;
         } catch (e) {
-          // A verification failure surfaces through the pipeline but is the source's fault.
-          if (isSealimgError(e, 'DIGEST_MISMATCH') || isSealimgError(e, 'SIZE_MISMATCH')) throw new CopyError('source', 'fetch', desc.digest, e);
-          throw e;
+          if (restart >= BLOB_RESTARTS || signal.aborted || !isSealimgError(e, 'NETWORK')) throw e;
         }
-      });
+      }
       added.push(desc);
       emit({ type: 'done', desc });
     });
