@@ -6,6 +6,8 @@
  */
 import { SealimgError } from '../errors.js';
 import { normalizeReference } from '../oci/reference.js';
+import { ArchiveReader } from './archive-reader.js';
+import { ArchiveWriter } from './archive-writer.js';
 import { OciLayoutStore } from './oci-layout.js';
 import type { ReadOnlyStore, Store } from './store.js';
 
@@ -56,8 +58,14 @@ export const factories: Record<LocationKind, StoreFactory> = {
     source: (loc) => OciLayoutStore.open(loc.path!),
     destination: (loc) => OciLayoutStore.open(loc.path!, { create: true }),
   },
-  'oci-archive': notYet('oci-archive tarballs', 'the save/load issue'),
-  'docker-archive': notYet('docker-archive tarballs', 'the save/load issue'),
+  'oci-archive': {
+    source: (loc) => ArchiveReader.open(loc.path!),
+    destination: (loc) => ArchiveWriter.create(loc.path!, { format: 'oci-archive' }),
+  },
+  'docker-archive': {
+    source: (loc) => ArchiveReader.open(loc.path!),
+    destination: (loc) => ArchiveWriter.create(loc.path!, { format: 'docker-archive' }),
+  },
   registry: notYet('registries', 'the push/pull issue'),
 };
 
