@@ -56,14 +56,25 @@ class Recording implements Store {
   exists(desc: Descriptor, signal?: AbortSignal) {
     return this.inner.exists(desc, signal);
   }
+  private readonly inFlight = new Set<Promise<void>>();
   async push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
-    await this.inner.push(expected, body, signal);
-    this.added.push(expected);
+    const p = this.inner.push(expected, body, signal).then(() => {
+      this.added.push(expected);
+    });
+    this.inFlight.add(p);
+    try {
+      await p;
+    } finally {
+      this.inFlight.delete(p);
+    }
   }
   async tag(): Promise<void> {
     throw new SealimgError('USAGE', 'a load tags only at the end');
   }
   async undo(): Promise<void> {
+    // copy() rejects at the first failure while sibling pushes are still being aborted: let them
+    // finish (and clean their temp files) first, or one could land after the undo.
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     if (!canDelete(this.inner)) return;
     for (const d of this.added.splice(0)) await this.inner.delete(d).catch(() => undefined);
   }
@@ -165,7 +176,12 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
               }
             })(),
           );
-          await dst.push(desc, body, signal);
+          try {
+            await dst.push(desc, body, signal);
+          } catch (e) {
+            if (e instanceof SealimgError && e.code !== 'ABORTED') throw new SealimgError(e.code, `${where}: entry "${entry.name}": ${e.message}`, { hint: e.hint, cause: e });
+            throw e;
+          }
           emit({ type: 'done', desc });
         }
         blobs.set(entry.name, { digest, size: entry.size, compression: head.compression() });
