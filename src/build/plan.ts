@@ -151,6 +151,11 @@ function jsonForm(args: string): string[] | undefined {
   return undefined;
 }
 
+/** History text: continuation lines leave runs of spaces that mean nothing outside RUN. */
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, ' ').trim();
+}
+
 function posixJoin(base: string, p: string): string {
   const abs = p.startsWith('/') ? p : `${base.replace(/\/+$/, '')}/${p}`;
   const parts: string[] = [];
@@ -261,7 +266,7 @@ export function plan(parsed: ParsedFile, opts: PlanOptions): Plan {
   const workdir = (): string => config.WorkingDir || '/';
   const command = (ins: Instruction): string[] => jsonForm(ins.args) ?? [...shell, ins.args];
   const meta = (ins: Instruction): void => {
-    steps.push({ kind: 'meta', where: ins.where, createdBy: `${ins.keyword} ${ins.args}`.trim() });
+    steps.push({ kind: 'meta', where: ins.where, createdBy: oneLine(`${ins.keyword} ${ins.args}`) });
   };
   const last = parsed.instructions[parsed.instructions.length - 1];
 
@@ -393,7 +398,7 @@ export function plan(parsed: ParsedFile, opts: PlanOptions): Plan {
           else if (/^https?:\/\//.test(s)) remote.push(s);
           else throw syntaxError(ins.where, `${ins.keyword} source "${s}" must start with local://, http:// or https://`);
         }
-        const createdBy = `${ins.keyword} ${ins.args}`;
+        const createdBy = oneLine(`${ins.keyword} ${ins.args}`);
         if (local.length) steps.push({ kind: 'copy', where: ins.where, createdBy, add: false, sources: local, dest: dir });
         if (remote.length) steps.push({ kind: 'copy', where: ins.where, createdBy, add: true, sources: remote, dest: dir });
         sealerSpec().apps.push({ name, dir, sources, where: ins.where });
@@ -490,7 +495,8 @@ function copyStep(ins: Instruction, esc: string, vars: Map<string, string>, work
   if (checksum && !sources.every((s) => /^https?:\/\//.test(s))) throw syntaxError(ins.where, '--checksum applies to URL sources only');
   let abs = posixJoin(workdir, dest);
   if ((dest.endsWith('/') || dest === '.' || dest.endsWith('/.')) && abs !== '/') abs += '/';
-  const step: CopyStep = { kind: 'copy', where: ins.where, createdBy: `${ins.keyword} ${ins.flags.map((f) => `--${f.name}${f.value === null ? '' : `=${f.value}`} `).join('')}${ins.args}`, add, sources, dest: abs };
+  const createdBy = oneLine(`${ins.keyword} ${ins.flags.map((f) => `--${f.name}${f.value === null ? '' : `=${f.value}`} `).join('')}${ins.args}`);
+  const step: CopyStep = { kind: 'copy', where: ins.where, createdBy, add, sources, dest: abs };
   if (from !== undefined) step.from = from;
   if (chmod !== undefined) step.chmod = chmod;
   if (checksum !== undefined) step.checksum = checksum;
