@@ -16,7 +16,7 @@ interface Entry {
 
 /** Every command, in the order `sealimg --help` lists them. */
 const COMMANDS: Record<string, Entry> = {
-  build: { summary: 'Build a cluster image from a Sealfile/Kubefile', planned: 'the build issue' },
+  build: { summary: 'Build a cluster image from a Sealfile/Kubefile', load: () => import('./commands/build.js') },
   merge: { summary: 'Merge several cluster images into one', planned: 'the build issue' },
   images: { summary: 'List images in the local store', load: () => import('./commands/images.js') },
   inspect: { summary: 'Show an image\'s digest, manifest and config as JSON', load: () => import('./commands/inspect.js') },
