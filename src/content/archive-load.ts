@@ -147,6 +147,9 @@ function isMetadata(name: string, size: number): boolean {
   return size <= MAX_MANIFEST_SIZE && (name === 'index.json' || name === 'manifest.json' || name === 'oci-layout' || name === 'repositories' || name.endsWith('.json'));
 }
 
+/** Pushes whose bytes are all read but which may still be syncing to disk, at most. */
+const MAX_SETTLING = 1;
+
 async function loadFromStream(raw: Readable, where: string, dst: Store, opts: LoadOptions): Promise<ArchiveImage[]> {
   const signal = opts.signal;
   const emit = opts.onEvent ?? (() => undefined);
@@ -154,6 +157,7 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
   const blobs = new Map<string, { digest: string; size: number; compression: Compression }>();
   const small = new Map<string, Buffer>();
   const spooled = new Map<string, Spooled>();
+  const pending: Array<Promise<void>> = [];
   try {
     for await (const entry of tarEntries(tar, where)) {
       signal?.throwIfAborted();
@@ -168,21 +172,33 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
           for await (const c of entry.body) head.see(c);
         } else {
           emit({ type: 'start', desc });
+          let consumed!: () => void;
+          const read = new Promise<void>((resolve) => (consumed = resolve));
           const body = Readable.from(
             (async function* () {
-              for await (const c of entry.body) {
-                head.see(c);
-                yield c;
+              try {
+                for await (const c of entry.body) {
+                  head.see(c);
+                  yield c;
+                }
+              } finally {
+                consumed();
               }
             })(),
           );
-          try {
-            await dst.push(desc, body, signal);
-          } catch (e) {
-            if (e instanceof SealimgError && e.code !== 'ABORTED') throw new SealimgError(e.code, `${where}: entry "${entry.name}": ${e.message}`, { hint: e.hint, cause: e });
-            throw e;
-          }
-          emit({ type: 'done', desc });
+          const name = entry.name;
+          const pushed = dst.push(desc, body, signal).then(
+            () => emit({ type: 'done', desc }),
+            (e: unknown) => {
+              if (e instanceof SealimgError && e.code !== 'ABORTED') throw new SealimgError(e.code, `${where}: entry "${name}": ${e.message}`, { hint: e.hint, cause: e });
+              throw e;
+            },
+          );
+          // Once a blob's bytes are read, its fsync and rename finish while the next one streams in.
+          pending.push(pushed);
+          pushed.catch(() => undefined);
+          await Promise.race([read, pushed]);
+          while (pending.length > MAX_SETTLING) await pending.shift();
         }
         blobs.set(entry.name, { digest, size: entry.size, compression: head.compression() });
       } else if (isMetadata(entry.name, entry.size)) {
@@ -195,6 +211,7 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
       }
       // Anything else (docker's per-layer VERSION and json files) is not needed.
     }
+    for (const p of pending.splice(0)) await p;
     const access: ArchiveAccess = {
       where,
       has: (name) => blobs.has(name) || small.has(name) || spooled.has(name),
