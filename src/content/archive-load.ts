@@ -98,6 +98,8 @@ export async function loadArchive(input: string | Readable, dst: Store, opts: Lo
     return out;
   } catch (e) {
     await rec.undo();
+    // Streams report an abort as node's AbortError; the reason the caller gave says more.
+    if (opts.signal?.aborted && opts.signal.reason instanceof SealimgError) throw opts.signal.reason;
     throw e;
   }
 }

@@ -2,6 +2,7 @@
  * save and load, end to end through the CLI, against skopeo as the
  * independent reader and writer of oci-archive and docker-archive tarballs.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
@@ -11,7 +12,7 @@ import { gzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
-import { digestStream } from '../../src/oci/digest.js';
+import { digestOf, digestStream } from '../../src/oci/digest.js';
 import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST } from '../../src/oci/mediatypes.js';
 import { ok, run, sealimg } from '../helpers/cli.js';
 import { makeImage, pushBytes, tarOf } from '../helpers/images.js';
@@ -148,6 +149,38 @@ test('skopeo-made oci-archive and docker-archive tarballs load, gzipped or not',
   assert.is((await sealimg(join(dir, 'd'), ['pull', '-q', `docker-archive:${docker}:example.com/from/skopeo:docker`])).code, 0);
 });
 
+test('a docker save tarball of the classic layout (<id>/layer.tar, <config>.json) loads the same from a file and a stream', async () => {
+  const dir = await tmpDir();
+  const layerA = tarOf({ 'etc/a': randomBytes(3000) });
+  const layerB = tarOf({ 'etc/b': randomBytes(5000) });
+  const diffIds = [digestOf(layerA), digestOf(layerB)];
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: diffIds } }));
+  const configName = `${digestOf(config).slice(7)}.json`;
+  const ids = ['1'.repeat(64), '2'.repeat(64)];
+  const tar = tarOf({
+    [`${ids[0]}/VERSION`]: '1.0',
+    [`${ids[0]}/json`]: '{}',
+    [`${ids[0]}/layer.tar`]: layerA,
+    [`${ids[1]}/VERSION`]: '1.0',
+    [`${ids[1]}/json`]: '{}',
+    [`${ids[1]}/layer.tar`]: layerB,
+    [configName]: config,
+    'manifest.json': JSON.stringify([{ Config: configName, RepoTags: ['old/app:1.0'], Layers: ids.map((id) => `${id}/layer.tar`) }]),
+    repositories: JSON.stringify({ 'old/app': { '1.0': ids[1] } }),
+  });
+  await writeFile(join(dir, 'docker.tar'), tar);
+  const a = await sealimg(join(dir, 'a'), ['load', '-q', '-i', join(dir, 'docker.tar')]);
+  assert.is(a.code, 0, a.stderr);
+  const b = await sealimg(join(dir, 'b'), ['load', '-q'], { input: gzipSync(tar) });
+  assert.is(b.code, 0, b.stderr);
+  const tags = await tagsOf(join(dir, 'a'));
+  assert.equal(Object.keys(tags), ['docker.io/old/app:1.0']);
+  assert.equal(await tagsOf(join(dir, 'b')), tags);
+  const manifest = JSON.parse(await ok('skopeo', ['inspect', '--raw', `oci:${join(dir, 'a')}:docker.io/old/app:1.0`])) as { layers: Array<{ digest: string }> };
+  assert.equal(manifest.layers.map((l) => l.digest), diffIds, 'uncompressed layers keep their diff IDs as digests');
+  assert.equal(await readdir(join(dir, 'b', '.ingest')).catch(() => []), [], 'no spool file is left');
+});
+
 /** A store with one image in it, to show that a failed load leaves it exactly as it was. */
 async function bystander(root: string): Promise<void> {
   const store = await OciLayoutStore.open(root, { create: true });
@@ -210,6 +243,37 @@ test('a truncated tar is refused, from a file and from a stream', async () => {
   assert.is((await sealimg(join(dir, 'store'), ['save', '-q', '-o', tar, ONE, TWO])).code, 0);
   const bytes = await readFile(tar);
   await refused(await tmpDir(), bytes.subarray(0, Math.floor(bytes.length / 2)), /truncated/);
+});
+
+test('an interrupted load (SIGINT mid-stream) adds nothing to the store', async () => {
+  const dir = await tmpDir();
+  const src = join(dir, 'store');
+  const store = await OciLayoutStore.open(src, { create: true });
+  await makeImage(store, { layers: [randomBytes(3_000_000), randomBytes(3_000_000)], tag: ONE });
+  await store.close();
+  const tar = await readFile(await (async () => {
+    const f = join(dir, 'one.tar');
+    assert.is((await sealimg(src, ['save', '-q', '-o', f, ONE])).code, 0);
+    return f;
+  })());
+  const root = join(dir, 'target');
+  await bystander(root);
+  const before = await snapshot(root);
+  const index = await readFile(join(root, 'index.json'));
+  const { SEALIMG } = await import('../helpers/cli.js');
+  const child = spawn(process.execPath, [SEALIMG, '--root', root, 'load', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  // Most of the first layer, then nothing more: the load is inside a blob when it is stopped.
+  child.stdin.write(tar.subarray(0, 4_500_000));
+  await new Promise((r) => setTimeout(r, 700));
+  child.kill('SIGINT');
+  const code = await exited;
+  assert.is.not(code, 0, 'an interrupted load fails');
+  assert.match(stderr, /interrupted|ABORTED/, `exit ${code}: ${stderr}`);
+  assert.ok((await readFile(join(root, 'index.json'))).equals(index));
+  assert.equal(await snapshot(root), before, 'no blob of the interrupted load is left');
 });
 
 /** Turns the first entry of a tar into a symbolic link to `target`. */
