@@ -15,7 +15,7 @@ import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { digestOf, digestStream } from '../../src/oci/digest.js';
 import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST } from '../../src/oci/mediatypes.js';
 import { ok, run, sealimg } from '../helpers/cli.js';
-import { makeImage, pushBytes, tarOf } from '../helpers/images.js';
+import { makeImage, makeIndex, pushBytes, tarOf } from '../helpers/images.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('offline: save and load');
@@ -123,6 +123,20 @@ test('save -o - writes the tar to stdout; --format picks one kind of metadata', 
   assert.is(b.code, 0, b.stderr);
   assert.equal(await tagsOf(join(dir, 'x')), await tagsOf(join(dir, 'y')));
   assert.ok((await tagsOf(join(dir, 'x')))[ONE]);
+});
+
+test('a multi-arch image keeps its index in the OCI part; docker manifest.json gets the --platform image', async () => {
+  const dir = await tmpDir();
+  const store = await OciLayoutStore.open(join(dir, 'store'), { create: true });
+  const { index } = await makeIndex(store, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }], 'example.com/multi:v1');
+  await store.close();
+  const tar = join(dir, 'm.tar');
+  assert.is((await sealimg(join(dir, 'store'), ['save', '-q', '--platform', 'linux/arm64', '-o', tar, 'example.com/multi:v1'])).code, 0);
+  assert.is(digestOf(await ok('skopeo', ['inspect', '--raw', `oci-archive:${tar}:example.com/multi:v1`])), index.digest);
+  const docker = JSON.parse(await ok('skopeo', ['inspect', `docker-archive:${tar}:example.com/multi:v1`])) as { Architecture: string };
+  assert.is(docker.Architecture, 'arm64');
+  assert.is((await sealimg(join(dir, 'back'), ['load', '-q', '-i', tar])).code, 0);
+  assert.equal(await tagsOf(join(dir, 'back')), { 'example.com/multi:v1': index.digest });
 });
 
 test('skopeo-made oci-archive and docker-archive tarballs load, gzipped or not', async () => {
