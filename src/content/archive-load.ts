@@ -14,7 +14,7 @@
  * spool file once, then pushed.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -71,6 +71,17 @@ class Recording implements Store {
   async tag(): Promise<void> {
     throw new SealimgError('USAGE', 'a load tags only at the end');
   }
+  /** Deletes the blobs this load added that no image in the archive uses (a one-pass load takes every entry). */
+  async dropUnreached(reached: Set<string>): Promise<void> {
+    if (!canDelete(this.inner)) return;
+    const keep: Descriptor[] = [];
+    for (const d of this.added.splice(0)) {
+      if (reached.has(d.digest)) keep.push(d);
+      else await this.inner.delete(d);
+    }
+    this.added.push(...keep);
+  }
+
   async undo(): Promise<void> {
     // copy() rejects at the first failure while sibling pushes are still being aborted: let them
     // finish (and clean their temp files) first, or one could land after the undo.
@@ -106,7 +117,6 @@ export async function loadArchive(input: string | Readable, dst: Store, opts: Lo
 
 /** True for an uncompressed file (readable at random); false for gzip, or something that is not a file. */
 async function isPlainFile(path: string): Promise<boolean> {
-  const { open } = await import('node:fs/promises');
   let fh;
   try {
     fh = await open(path, 'r');
@@ -152,7 +162,7 @@ function isMetadata(name: string, size: number): boolean {
 /** Pushes whose bytes are all read but which may still be syncing to disk, at most. */
 const MAX_SETTLING = 1;
 
-async function loadFromStream(raw: Readable, where: string, dst: Store, opts: LoadOptions): Promise<ArchiveImage[]> {
+async function loadFromStream(raw: Readable, where: string, dst: Recording, opts: LoadOptions): Promise<ArchiveImage[]> {
   const signal = opts.signal;
   const emit = opts.onEvent ?? (() => undefined);
   const tar = await maybeGunzip(raw);
@@ -243,7 +253,9 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
       const desc = { mediaType: OCI_MANIFEST, digest, size: bytes.length };
       if (!(await dst.exists(desc, signal))) await dst.push(desc, Readable.from([bytes]), signal);
     }
-    for (const image of catalog.images) await checkComplete(dst, image, where, signal);
+    const reached = new Set<string>();
+    for (const image of catalog.images) await checkComplete(dst, image, where, reached, signal);
+    await dst.dropUnreached(reached);
     return catalog.images;
   } finally {
     for (const s of spooled.values()) await rm(s.path, { force: true });
@@ -310,9 +322,8 @@ async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, sig
 }
 
 /** Fails unless every blob and manifest below `image` is now in `dst`, naming what is missing. */
-async function checkComplete(dst: Store, image: ArchiveImage, where: string, signal?: AbortSignal): Promise<void> {
+async function checkComplete(dst: Store, image: ArchiveImage, where: string, seen: Set<string>, signal?: AbortSignal): Promise<void> {
   const name = image.names[0] ?? image.rawNames[0] ?? image.descriptor.digest;
-  const seen = new Set<string>();
   const walk = async (d: Descriptor, field: string): Promise<void> => {
     if (seen.has(d.digest)) return;
     seen.add(d.digest);

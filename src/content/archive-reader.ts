@@ -148,13 +148,9 @@ export class ArchiveReader implements ReadOnlyStore, Closer {
     if (bytes) return { bytes };
     const other = this.catalog.paths.get(desc.digest);
     if (other) return { entry: this.entries.get(other.name) };
-    try {
-      const m = /^(sha256|sha512):(.*)$/.exec(desc.digest);
-      const entry = m ? this.entries.get(`blobs/${m[1]}/${m[2]}`) : undefined;
-      return entry ? { entry } : undefined;
-    } catch {
-      return undefined;
-    }
+    const m = /^(sha256|sha512):(.*)$/.exec(desc.digest);
+    const entry = m ? this.entries.get(`blobs/${m[1]}/${m[2]}`) : undefined;
+    return entry ? { entry } : undefined;
   }
 
   async resolve(ref: string): Promise<Descriptor> {

@@ -102,6 +102,11 @@ test('load into an empty store gives both images with the same digests: from a f
   assert.equal(await tagsOf(join(dir, 'c')), want);
   // What was loaded is whole: skopeo copies it out of the store.
   await ok('skopeo', ['copy', '-q', `oci:${join(dir, 'c')}:${TWO}`, `oci:${join(dir, 'check')}:x`]);
+  // A blob no image uses is not kept, even by a one-pass load that had to take it in.
+  const orphan = Buffer.from('nobody uses this');
+  const withOrphan = Buffer.concat([tarOf({ [`blobs/sha256/${digestOf(orphan).slice(7)}`]: orphan }).subarray(0, 1024), await readFile(tar)]);
+  assert.is((await sealimg(join(dir, 'd'), ['load', '-q'], { input: withOrphan })).code, 0);
+  assert.equal((await readdir(join(dir, 'd', 'blobs', 'sha256'))).sort(), (await readdir(join(dir, 'a', 'blobs', 'sha256'))).sort());
 });
 
 test('save -o - writes the tar to stdout; --format picks one kind of metadata', async () => {
