@@ -56,4 +56,43 @@ test('names that leave the archive are refused', () => {
   assert.is(safeName('./blobs/sha256/', 't'), 'blobs/sha256');
 });
 
+/** A one-entry archive whose entry has typeflag `flag` (and a link target). */
+function special(name: string, flag: string, linkname = ''): Buffer {
+  const h = entryHeader(name, 0);
+  h.write(flag, 156);
+  h.write(linkname, 157, 100);
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return Buffer.concat([h, END_OF_ARCHIVE]);
+}
+
+async function entriesOf(tar: Buffer): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of tarEntries(Readable.from([tar]), 'test.tar')) out.push(`${e.name}:${e.type}`);
+  return out;
+}
+
+test('devices and FIFOs are refused, naming the entry; links inside the archive are listed, never followed', async () => {
+  for (const [flag, what] of [['3', 'a character device'], ['4', 'a block device'], ['6', 'a FIFO']] as const) {
+    try {
+      await entriesOf(special('dev/thing', flag));
+      assert.unreachable(flag);
+    } catch (e) {
+      assert.ok(isSealimgError(e, 'ARCHIVE_INVALID'), String(e));
+      assert.match((e as Error).message, `entry "dev/thing" is ${what}`);
+    }
+  }
+  assert.equal(await entriesOf(special('a/layer.tar', '2', '../blob.tar')), ['a/layer.tar:link']);
+  for (const target of ['/etc/shadow', '../../out', '../..']) {
+    try {
+      await entriesOf(special('a/link', '2', target));
+      assert.unreachable(target);
+    } catch (e) {
+      assert.match((e as Error).message, 'is a link that leaves the archive');
+    }
+  }
+});
+
 test.run();
