@@ -178,26 +178,13 @@ async function loadFromStream(raw: Readable, where: string, dst: Recording, opts
       if (digest) {
         if (blobs.has(entry.name)) throw new SealimgError('ARCHIVE_INVALID', `${where}: entry "${entry.name}" appears twice`);
         const desc = { mediaType: 'application/octet-stream', digest, size: entry.size };
-        const head = sniffer();
         if (await dst.exists(desc, signal)) {
           emit({ type: 'skip', desc });
-          for await (const c of entry.body) head.see(c);
         } else {
           emit({ type: 'start', desc });
-          let consumed!: () => void;
-          const read = new Promise<void>((resolve) => (consumed = resolve));
-          const body = Readable.from(
-            (async function* () {
-              try {
-                for await (const c of entry.body) {
-                  head.see(c);
-                  yield c;
-                }
-              } finally {
-                consumed();
-              }
-            })(),
-          );
+          const body = Readable.from(entry.body);
+          // 'close' comes once the body is read to its end (or given up on).
+          const read = new Promise<void>((resolve) => body.once('close', resolve));
           const name = entry.name;
           const pushed = dst.push(desc, body, signal).then(
             () => emit({ type: 'done', desc }),
@@ -212,14 +199,14 @@ async function loadFromStream(raw: Readable, where: string, dst: Recording, opts
           await Promise.race([read, pushed]);
           while (pending.length > MAX_SETTLING) await pending.shift();
         }
-        blobs.set(entry.name, { digest, size: entry.size, compression: head.compression() });
+        blobs.set(entry.name, { digest, size: entry.size, compression: sniffCompression(entry.magic) });
       } else if (isMetadata(entry.name, entry.size)) {
         if (small.has(entry.name)) throw new SealimgError('ARCHIVE_INVALID', `${where}: entry "${entry.name}" appears twice`);
         const chunks: Buffer[] = [];
         for await (const c of entry.body) chunks.push(Buffer.from(c));
         small.set(entry.name, Buffer.concat(chunks));
       } else if (/(^|\/)(layer\.tar|[a-f0-9]{64}(\.tar)?)$/.test(entry.name)) {
-        spooled.set(entry.name, await spool(entry.body, entry.size, opts.spoolDir, signal));
+        spooled.set(entry.name, { ...(await spool(entry.body, entry.size, opts.spoolDir, signal)), compression: sniffCompression(entry.magic) });
       }
       // Anything else (docker's per-layer VERSION and json files) is not needed.
     }
@@ -290,27 +277,15 @@ async function maybeGunzip(raw: Readable): Promise<AsyncIterable<Buffer>> {
   return out;
 }
 
-function sniffer(): { see(c: Buffer): void; compression(): Compression } {
-  let head = Buffer.alloc(0);
-  return {
-    see(c) {
-      if (head.length < 4) head = Buffer.concat([head, c.subarray(0, 4 - head.length)]);
-    },
-    compression: () => sniffCompression(head),
-  };
-}
-
-async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, signal?: AbortSignal): Promise<Spooled> {
+async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, signal?: AbortSignal): Promise<Omit<Spooled, 'compression'>> {
   await mkdir(dir, { recursive: true });
   const path = join(dir, `load-${process.pid}-${randomBytes(6).toString('hex')}`);
   const hash = createHash('sha256');
-  const head = sniffer();
   await pipeline(
     Readable.from(
       (async function* () {
         for await (const c of body) {
           hash.update(c);
-          head.see(c);
           yield c;
         }
       })(),
@@ -318,7 +293,7 @@ async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, sig
     createWriteStream(path, { flags: 'wx' }),
     { signal },
   );
-  return { path, digest: `sha256:${hash.digest('hex')}`, size, compression: head.compression() };
+  return { path, digest: `sha256:${hash.digest('hex')}`, size };
 }
 
 /** Fails unless every blob and manifest below `image` is now in `dst`, naming what is missing. */

@@ -230,6 +230,14 @@ class ByteReader {
     return out;
   }
 
+  /** Up to `n` next bytes, without consuming them (fewer at the end of input). */
+  async peek(n: number): Promise<Buffer> {
+    while (this.head.length < n && (await this.more())) {
+      // reading on
+    }
+    return Buffer.from(this.head.subarray(0, n));
+  }
+
   /** Bytes of the current entry's body not yet read. */
   private bodyLeft = 0;
 
@@ -266,6 +274,8 @@ class ByteReader {
 }
 
 export interface StreamEntry extends Entry {
+  /** The first bytes of the body (up to 4), to tell compression without reading it. */
+  magic: Buffer;
   /** The entry's bytes; read it fully, or leave it and the parser skips it. */
   body: AsyncGenerator<Buffer>;
 }
@@ -299,9 +309,10 @@ export async function* tarEntries(source: AsyncIterable<Buffer>, where: string):
       continue;
     }
     const e = state.entry(h);
+    const magic = await r.peek(Math.min(4, e.size));
     const body = r.body(e.size, `entry "${e.name}"`);
     count++;
-    yield { ...e, body };
+    yield { ...e, magic, body };
     // Whatever the caller did not read is skipped here, with the padding.
     await r.drain(pad, e.size, `entry "${e.name}"`);
   }
