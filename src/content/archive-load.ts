@@ -165,7 +165,7 @@ const MAX_SETTLING = 1;
 async function loadFromStream(raw: Readable, where: string, dst: Recording, opts: LoadOptions): Promise<ArchiveImage[]> {
   const signal = opts.signal;
   const emit = opts.onEvent ?? (() => undefined);
-  const tar = await maybeGunzip(raw);
+  const tar = await maybeGunzip(raw, where);
   const blobs = new Map<string, { digest: string; size: number; compression: Compression }>();
   const small = new Map<string, Buffer>();
   const spooled = new Map<string, Spooled>();
@@ -189,7 +189,7 @@ async function loadFromStream(raw: Readable, where: string, dst: Recording, opts
           const pushed = dst.push(desc, body, signal).then(
             () => emit({ type: 'done', desc }),
             (e: unknown) => {
-              if (e instanceof SealimgError && e.code !== 'ABORTED') throw new SealimgError(e.code, `${where}: entry "${name}": ${e.message}`, { hint: e.hint, cause: e });
+              if (e instanceof SealimgError && (e.code === 'DIGEST_MISMATCH' || e.code === 'SIZE_MISMATCH')) throw new SealimgError(e.code, `${where}: entry "${name}": ${e.message}`, { hint: e.hint, cause: e });
               throw e;
             },
           );
@@ -250,7 +250,7 @@ async function loadFromStream(raw: Readable, where: string, dst: Recording, opts
 }
 
 /** Decompresses when the stream starts with the gzip magic; otherwise passes it through untouched. */
-async function maybeGunzip(raw: Readable): Promise<AsyncIterable<Buffer>> {
+async function maybeGunzip(raw: Readable, where: string): Promise<AsyncIterable<Buffer>> {
   const it = raw[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let first = await it.next();
   // Make sure two bytes are seen before deciding.
@@ -272,7 +272,7 @@ async function maybeGunzip(raw: Readable): Promise<AsyncIterable<Buffer>> {
   const gunzip = createGunzip({ chunkSize: 1 << 18 });
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   pipeline(Readable.from(rest), gunzip, out).catch((e) => {
-    out.destroy(new SealimgError('ARCHIVE_INVALID', `the gzip stream is damaged or cut short (${(e as Error).message})`));
+    out.destroy(new SealimgError('ARCHIVE_INVALID', `${where}: the gzip stream is damaged or cut short (${(e as Error).message})`, { hint: 'nothing was loaded' }));
   });
   return out;
 }
