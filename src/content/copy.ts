@@ -175,6 +175,9 @@ export async function copyGraph(src: ReadOnlyStore, dst: Store, root: Descriptor
     await node(root);
   } catch (e) {
     failed.abort(e);
+    // Let transfers still running see the abort and clean up (temp files, upload
+    // sessions) before the caller returns, and maybe exits the process.
+    await Promise.allSettled([...seen.values()]);
     throw e;
   }
 }
