@@ -2,6 +2,7 @@
  * The shared body of pull, push and copy: open both ends, find the source
  * image, run copy() with progress, close both ends. Flags are the same for all three.
  */
+import { join } from 'node:path';
 import { copy } from '../content/copy.js';
 import { findImage } from '../content/local.js';
 import { openDestination, openSource, type Location } from '../content/locations.js';
@@ -12,6 +13,9 @@ import type { RegistryOptions } from '../content/registry-client.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { Context, Options } from './command.js';
 import { progressReporter } from './progress.js';
+
+/** Chunked uploads in progress, kept in the local store so a killed push resumes. */
+const UPLOADS_DIR = '.uploads';
 
 export const TRANSFER_OPTIONS: Options = {
   quiet: { type: 'boolean', short: 'q' },
@@ -91,7 +95,7 @@ export async function transfer(ctx: Context, from: Location, to: Location, toRef
   };
   const open: Array<ReadOnlyStore | Store> = [];
   try {
-    const octx = { root: ctx.root, registry: registryOptions(flags, ctx.env) };
+    const octx = { root: ctx.root, registry: { ...registryOptions(flags, ctx.env), stateDir: join(ctx.root, UPLOADS_DIR) } };
     const src = await openSource(from, octx);
     open.push(src);
     let srcRef = from.ref;

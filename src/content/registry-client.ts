@@ -32,6 +32,8 @@ export interface RegistryOptions {
   env?: NodeJS.ProcessEnv;
   /** Credentials to use instead of the saved ones (login checks these before saving them). */
   credentials?: Credentials;
+  /** Where chunked uploads save their progress so a killed push resumes (in the local store). */
+  stateDir?: string;
   /** Tuning for tests: backoff steps in ms. */
   retryBaseMs?: number;
 }

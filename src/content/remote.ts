@@ -173,7 +173,7 @@ export class RemoteStore implements Store, Closer, Mounter {
   async push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
     if (isManifest(expected.mediaType)) return this.pushManifest(expected, body, expected.digest, signal);
     try {
-      await uploadBlob({ client: this.client, repo: this.repo, scopes: this.scopes, chunkSize: this.client.opts.chunkSize ?? DEFAULT_CHUNK_SIZE }, expected, body, signal);
+      await uploadBlob({ client: this.client, repo: this.repo, scopes: this.scopes, chunkSize: this.client.opts.chunkSize ?? DEFAULT_CHUNK_SIZE, stateDir: this.client.opts.stateDir }, expected, body, signal);
     } catch (e) {
       // The closing request may have landed while its answer was lost.
       if (isSealimgError(e, 'NETWORK') && !signal?.aborted && (await this.exists(expected, signal).catch(() => false))) return;

@@ -16,7 +16,9 @@ export type Fault =
   /** Forward the response, dropping the connection after `after` body bytes. */
   | { kind: 'cut-response'; after: number }
   /** Forward the response with one body byte changed. */
-  | { kind: 'flip' };
+  | { kind: 'flip' }
+  /** Forward nothing and answer nothing: a stalled connection. */
+  | { kind: 'hold' };
 
 export type Decide = (req: IncomingMessage, index: number) => Fault | undefined;
 
@@ -24,18 +26,22 @@ export interface TestProxy {
   host: string;
   port: number;
   /** Requests seen, faults injected by kind, request body bytes forwarded upstream. */
-  stats: { requests: number; faults: Record<string, number>; bytesUp: number; log: string[] };
+  stats: { requests: number; faults: Record<string, number>; bytesUp: number; blobBytesUp: number; log: string[] };
   stop(): Promise<void>;
 }
 
 export async function startProxy(targetPort: number, decide: Decide): Promise<TestProxy> {
-  const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, log: [] as string[] };
+  const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, blobBytesUp: 0, log: [] as string[] };
   const sockets = new Set<Socket>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const index = stats.requests++;
     const fault = decide(req, index);
     if (fault) stats.faults[fault.kind] = (stats.faults[fault.kind] ?? 0) + 1;
     stats.log.push(`${req.method} ${req.url?.split('?')[0]}${req.headers.range ? ` range=${req.headers.range}` : ''}${fault ? ` <- ${fault.kind}` : ''}`);
+    if (fault?.kind === 'hold') {
+      req.pause();
+      return;
+    }
     if (fault?.kind === 'drop') {
       req.socket.destroy();
       return;
@@ -74,7 +80,9 @@ export async function startProxy(targetPort: number, decide: Decide): Promise<Te
     });
     up.on('error', () => res.socket?.destroy());
     let sent = 0;
+    const isUpload = (req.url ?? '').includes('/blobs/uploads/');
     req.on('data', (chunk: Buffer) => {
+      if (isUpload) stats.blobBytesUp += fault?.kind === 'cut-request' ? Math.max(0, Math.min(chunk.length, fault.after - sent)) : chunk.length;
       if (fault?.kind === 'cut-request' && sent + chunk.length > fault.after) {
         up.write(chunk.subarray(0, Math.max(0, fault.after - sent)));
         stats.bytesUp += Math.max(0, fault.after - sent);
