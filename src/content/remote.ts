@@ -9,7 +9,7 @@
 import { Readable } from 'node:stream';
 import { SealimgError, isSealimgError } from '../errors.js';
 import { VerifyStream, digestOf, isDigest, isVerified, markVerified } from '../oci/digest.js';
-import { MANIFEST_TYPES, isManifest } from '../oci/mediatypes.js';
+import { MANIFEST_TYPES, OCI_INDEX, isManifest } from '../oci/mediatypes.js';
 import { parseReference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, parseManifest } from '../oci/validate.js';
@@ -17,6 +17,7 @@ import { RegistryClient, header, readText, type RegistryOptions, type Response }
 import { responseError } from './registry-errors.js';
 import { backoff, isRetryableError, sleep } from './retry.js';
 import type { Closer, Mounter, ReadOnlyStore, Store } from './store.js';
+import type { ReferrersLister, SubjectAware } from './referrers.js';
 import { DEFAULT_CHUNK_SIZE, uploadBlob } from './upload.js';
 
 const ACCEPT = MANIFEST_TYPES.join(', ');
@@ -25,8 +26,10 @@ const MANIFEST_CACHE = 64;
 
 export type Access = 'pull' | 'push';
 
-export class RemoteStore implements Store, Closer, Mounter {
+export class RemoteStore implements Store, Closer, Mounter, ReferrersLister, SubjectAware {
   private readonly manifests = new Map<string, Buffer>();
+  /** Manifests the registry answered with OCI-Subject: it lists them as referrers itself. */
+  private readonly subjectIndexed = new Set<string>();
 
   private constructor(
     readonly client: RegistryClient,
@@ -204,6 +207,7 @@ export class RemoteStore implements Store, Closer, Mounter {
     });
     if (res.statusCode !== 201) throw await responseError(res, `manifest ${this.name}${isDigest(ref) ? '@' : ':'}${ref}`, 'NAME_UNKNOWN');
     await res.body.dump();
+    if (header(res, 'oci-subject')) this.subjectIndexed.add(desc.digest);
     const got = header(res, 'docker-content-digest');
     if (got && got !== desc.digest) {
       throw new SealimgError('DIGEST_MISMATCH', `manifest ${this.name}:${ref}: the registry stored it as ${got}, expected ${desc.digest}`);
@@ -252,6 +256,23 @@ export class RemoteStore implements Store, Closer, Mounter {
       if (loc) await this.client.request({ method: 'DELETE', url: new URL(loc, this.client.base), scopes: this.scopes, noRetry: true }).then((r) => r.body.dump(), () => undefined);
     }
     return false;
+  }
+
+  indexedSubject(manifestDigest: string): boolean {
+    return this.subjectIndexed.has(manifestDigest);
+  }
+
+  /** The referrers API; undefined when the registry has none (404), so the tag fallback is used. */
+  async referrers(subject: Descriptor, signal?: AbortSignal): Promise<Descriptor[] | undefined> {
+    const res = await this.client.request({ method: 'GET', url: `/v2/${this.repo}/referrers/${subject.digest}`, headers: { accept: OCI_INDEX }, scopes: this.scopes, signal });
+    if (res.statusCode === 404 || res.statusCode === 400 || res.statusCode === 405) {
+      await res.body.dump();
+      return undefined;
+    }
+    if (res.statusCode !== 200) throw await responseError(res, `referrers of ${this.name}@${subject.digest}`);
+    const bytes = Buffer.from(await readText(res, MAX_MANIFEST_SIZE), 'utf8');
+    const parsed = parseManifest(bytes, OCI_INDEX, `referrers of ${this.name}@${subject.digest}`);
+    return 'manifests' in parsed.manifest ? parsed.manifest.manifests : [];
   }
 
   async close(): Promise<void> {
