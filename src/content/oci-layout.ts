@@ -217,8 +217,9 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const ingest = join(this.root, INGEST);
     await mkdir(ingest, { recursive: true });
     const tmp = join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    let out: ReturnType<typeof createWriteStream> | undefined;
     try {
-      const out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
+      out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
       const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
       await pipeline([body, ...stages, out], { signal });
       const fh = await open(tmp, 'r');
@@ -232,6 +233,8 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       await rename(tmp, final);
       await fsyncDir(dir);
     } catch (e) {
+      // A stream destroyed before its file opened still creates the file: wait for it to close, then remove it.
+      if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
       await rm(tmp, { force: true });
       throw e;
     }

@@ -113,6 +113,8 @@ export class RemoteStore implements Store, Closer, Mounter, ReferrersLister, Sub
     if (first.statusCode !== 200) throw await responseError(first, what, kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
     const body = Readable.from(this.resumingBody(desc, first, what, signal), { objectMode: false });
     body.on('error', (e) => verify.destroy(e));
+    // Errors reach the consumer through its pipeline, even one that fails before it attaches.
+    verify.on('error', () => undefined);
     verify.on('close', () => body.destroy());
     return markVerified(body.pipe(verify), desc.digest);
   }

@@ -30,7 +30,10 @@ export interface TestProxy {
   stop(): Promise<void>;
 }
 
-export async function startProxy(targetPort: number, decide: Decide): Promise<TestProxy> {
+/** Changes a response's headers on the way back (e.g. to add OCI-Chunk-Min-Length). */
+export type Rewrite = (req: IncomingMessage, headers: Record<string, string | string[] | undefined>) => void;
+
+export async function startProxy(targetPort: number, decide: Decide, rewrite?: Rewrite): Promise<TestProxy> {
   const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, blobBytesUp: 0, log: [] as string[] };
   const sockets = new Set<Socket>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -57,7 +60,9 @@ export async function startProxy(targetPort: number, decide: Decide): Promise<Te
       return;
     }
     const up = httpRequest({ host: '127.0.0.1', port: targetPort, method: req.method, path: req.url, headers: req.headers }, (ures) => {
-      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      const headers = { ...ures.headers };
+      rewrite?.(req, headers);
+      res.writeHead(ures.statusCode ?? 502, headers);
       let seen = 0;
       let flipped = false;
       ures.on('data', (chunk: Buffer) => {

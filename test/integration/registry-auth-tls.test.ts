@@ -120,6 +120,11 @@ test('a push with a wrong saved password fails with AUTH_FAILED and stores nothi
   }
 });
 
+test('--tls-verify=false reaches a registry whose CA is not trusted', async () => {
+  const r = await sealimg(root, ['pull', '--authfile', authfile, '--tls-verify=false', `${reg.host}/team/app:v1`], { env });
+  assert.is(r.code, 0, r.stderr);
+});
+
 test('logout removes the entry; a second logout says so', async () => {
   const r = await sealimg(root, ['logout', '--authfile', authfile, reg.host], { env });
   assert.is(r.code, 0, r.stderr);

@@ -46,4 +46,26 @@ test('copy between repositories of one registry sends no blob bytes', async () =
   }
 });
 
+test('chunked push honours the registry\'s OCI-Chunk-Min-Length over a smaller --chunk-size', async () => {
+  const min = 400_000;
+  const strict = await startProxy(reg.port, () => undefined, (req, headers) => {
+    if (req.method === 'POST') headers['oci-chunk-min-length'] = String(min);
+  });
+  try {
+    const root = await tmpDir();
+    const { OciLayoutStore } = await import('../../src/content/oci-layout.js');
+    const local = await OciLayoutStore.open(root, { create: true });
+    const big = randomBytes(1_000_000);
+    const img = await makeImage(local, { layers: [big], tag: `${strict.host}/chunky/app:v1` });
+    const r = await sealimg(root, ['push', '--plain-http', '--chunk-size', '64KiB', `${strict.host}/chunky/app:v1`], { env });
+    assert.is(r.code, 0, r.stderr);
+    const layer = img.layers[0]!;
+    const patches = strict.stats.log.filter((l) => l.startsWith('PATCH /v2/chunky/app/blobs/uploads/')).length;
+    // 1 MB in chunks of at least 400 kB: two PATCHes, the rest with the closing PUT (not 15 chunks of 64 KiB).
+    assert.is(patches, Math.ceil(layer.size / min) - 1, strict.stats.log.join('\n'));
+  } finally {
+    await strict.stop();
+  }
+});
+
 test.run();
