@@ -16,7 +16,7 @@ interface Entry {
 
 /** Every command, in the order `sealimg --help` lists them. */
 const COMMANDS: Record<string, Entry> = {
-  build: { summary: 'Build a cluster image from a Sealfile/Kubefile', planned: 'the build issue' },
+  build: { summary: 'Build a cluster image from a Sealfile/Kubefile', load: () => import('./commands/build.js') },
   merge: { summary: 'Merge several cluster images into one', planned: 'the build issue' },
   images: { summary: 'List images in the local store', load: () => import('./commands/images.js') },
   inspect: { summary: 'Show an image\'s digest, manifest and config as JSON', load: () => import('./commands/inspect.js') },
@@ -28,8 +28,8 @@ const COMMANDS: Record<string, Entry> = {
   copy: { summary: 'Copy an image between any two locations', load: () => import('./commands/copy.js') },
   login: { summary: 'Save credentials for a registry', load: () => import('./commands/login.js') },
   logout: { summary: 'Remove saved credentials for a registry', load: () => import('./commands/logout.js') },
-  save: { summary: 'Write images to a tarball for offline sites', planned: 'the save/load issue' },
-  load: { summary: 'Read images from a tarball into the local store', planned: 'the save/load issue' },
+  save: { summary: 'Write images to a tarball for offline sites', load: () => import('./commands/save.js') },
+  load: { summary: 'Read images from a tarball into the local store', load: () => import('./commands/load.js') },
   registry: { summary: 'Serve, sync and garbage-collect an OCI registry', planned: 'the registry issue' },
   run: { summary: 'Install cluster images onto hosts over SSH', planned: 'the runner issue' },
   add: { summary: 'Add masters or nodes to a cluster', planned: 'the runner issue (part 2)' },

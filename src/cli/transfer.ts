@@ -108,6 +108,8 @@ export async function transfer(ctx: Context, from: Location, to: Location, toRef
     platform: parsePlatform(flags.platform as string | undefined),
     signal: ctx.signal,
     onEvent: progressReporter(ctx.stderr, Boolean(flags.quiet)),
+    // Local stores and layouts go back to what they were; registries keep finished blobs for a re-run.
+    rollback: to.kind === 'local' || to.kind === 'oci',
   };
   const open: Array<ReadOnlyStore | Store> = [];
   try {
