@@ -16,7 +16,7 @@ import { MAX_MANIFEST_SIZE, parseManifest } from '../oci/validate.js';
 import { RegistryClient, header, readText, type RegistryOptions, type Response } from './registry-client.js';
 import { responseError } from './registry-errors.js';
 import { backoff, isRetryableError, sleep } from './retry.js';
-import type { Closer, Mounter, ReadOnlyStore, Store } from './store.js';
+import type { Closer, Mounter, RangeFetcher, ReadOnlyStore, Store } from './store.js';
 import type { ReferrersLister, SubjectAware } from './referrers.js';
 import { DEFAULT_CHUNK_SIZE, uploadBlob } from './upload.js';
 
@@ -26,7 +26,7 @@ const MANIFEST_CACHE = 64;
 
 export type Access = 'pull' | 'push';
 
-export class RemoteStore implements Store, Closer, Mounter, ReferrersLister, SubjectAware {
+export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, ReferrersLister, SubjectAware {
   private readonly manifests = new Map<string, Buffer>();
   /** Manifests the registry answered with OCI-Subject: it lists them as referrers itself. */
   private readonly subjectIndexed = new Set<string>();
@@ -123,9 +123,9 @@ export class RemoteStore implements Store, Closer, Mounter, ReferrersLister, Sub
    * The bytes of a download; when the connection breaks, asks again from the
    * byte reached (Range), so a reset costs a round trip, not the whole blob.
    */
-  private async *resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal, start = 0): AsyncGenerator<Buffer> {
     let res = first;
-    let offset = 0;
+    let offset = start;
     let skip = 0; // bytes to drop when a server ignored our Range and sent from the start
     let resumes = 0;
     try {
@@ -164,6 +164,25 @@ export class RemoteStore implements Store, Closer, Mounter, ReferrersLister, Sub
     } finally {
       res.body.destroy();
     }
+  }
+
+  /** The bytes from `offset` on (Range), for a receiver that has the rest and verifies the whole. */
+  async fetchFrom(desc: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable | undefined> {
+    const what = `blob ${this.name}@${desc.digest}`;
+    const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true });
+    if (res.statusCode === 200 || res.statusCode === 416) {
+      await res.body.dump(); // no ranges here (or the blob changed size): the caller fetches it whole
+      return undefined;
+    }
+    if (res.statusCode !== 206) throw await responseError(res, what, isManifest(desc.mediaType) ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
+    const start = Number(/bytes\s+(\d+)-/.exec(header(res, 'content-range') ?? '')?.[1] ?? NaN);
+    if (start !== offset) {
+      await res.body.dump();
+      return undefined;
+    }
+    const body = Readable.from(this.resumingBody(desc, res, what, signal, offset), { objectMode: false });
+    body.on('error', () => undefined); // the consumer's pipeline reports it
+    return body;
   }
 
   async exists(desc: Descriptor, signal?: AbortSignal): Promise<boolean> {

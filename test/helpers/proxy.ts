@@ -18,7 +18,9 @@ export type Fault =
   /** Forward the response with one body byte changed. */
   | { kind: 'flip' }
   /** Forward nothing and answer nothing: a stalled connection. */
-  | { kind: 'hold' };
+  | { kind: 'hold' }
+  /** Forward the response's first `after` body bytes, then nothing more: a download that stalls. */
+  | { kind: 'stall-response'; after: number };
 
 export type Decide = (req: IncomingMessage, index: number) => Fault | undefined;
 
@@ -26,7 +28,7 @@ export interface TestProxy {
   host: string;
   port: number;
   /** Requests seen, faults injected by kind, request body bytes forwarded upstream. */
-  stats: { requests: number; faults: Record<string, number>; bytesUp: number; blobBytesUp: number; log: string[] };
+  stats: { requests: number; faults: Record<string, number>; bytesUp: number; blobBytesUp: number; blobBytesDown: number; log: string[] };
   stop(): Promise<void>;
 }
 
@@ -34,7 +36,7 @@ export interface TestProxy {
 export type Rewrite = (req: IncomingMessage, headers: Record<string, string | string[] | undefined>) => void;
 
 export async function startProxy(targetPort: number, decide: Decide, rewrite?: Rewrite): Promise<TestProxy> {
-  const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, blobBytesUp: 0, log: [] as string[] };
+  const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, blobBytesUp: 0, blobBytesDown: 0, log: [] as string[] };
   const sockets = new Set<Socket>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const index = stats.requests++;
@@ -65,7 +67,17 @@ export async function startProxy(targetPort: number, decide: Decide, rewrite?: R
       res.writeHead(ures.statusCode ?? 502, headers);
       let seen = 0;
       let flipped = false;
+      const isBlobGet = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
       ures.on('data', (chunk: Buffer) => {
+        if (fault?.kind === 'stall-response' && seen + chunk.length > fault.after) {
+          const part = chunk.subarray(0, Math.max(0, fault.after - seen));
+          if (isBlobGet) stats.blobBytesDown += part.length;
+          seen = fault.after;
+          res.write(part);
+          ures.pause();
+          return;
+        }
+        if (isBlobGet) stats.blobBytesDown += chunk.length;
         if (fault?.kind === 'cut-response' && seen + chunk.length > fault.after) {
           res.write(chunk.subarray(0, Math.max(0, fault.after - seen)));
           ures.destroy();

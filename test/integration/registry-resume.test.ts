@@ -83,4 +83,60 @@ test('SIGKILL during a chunked push, then the same push: completes, no byte sent
   }
 });
 
+test('SIGKILL during a pull, then the same pull: the blob resumes with Range from what was saved', async () => {
+  // The image goes straight to the registry; the pull goes through a proxy that stalls the big download half-way.
+  const direct = await RemoteStore.open(`${reg.host}/resume/pull`, { plainHttp: true, env }, 'push');
+  const img = await makeImage(direct, { layers: [randomBytes(2_000_000), 'tiny'], tag: 'v1' });
+  await direct.close();
+  const big = img.layers.find((l) => l.size > 1_000_000)!;
+  let stall = true;
+  let stalled!: () => void;
+  const stalledNow = new Promise<void>((r) => (stalled = r));
+  const p = await startProxy(reg.port, (req) => {
+    if (stall && req.method === 'GET' && req.url?.includes(`/blobs/${big.digest}`)) {
+      stalled();
+      return { kind: 'stall-response', after: 900_000 };
+    }
+    return undefined;
+  });
+  try {
+    const root = await tmpDir();
+    const ref = `${p.host}/resume/pull:v1`;
+    const child = spawn(process.execPath, [SEALIMG, '--root', root, 'pull', '--quiet', '--plain-http', ref], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    const exited = new Promise((r) => child.once('exit', r));
+    const timeout = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    await Promise.race([stalledNow, exited]);
+    // Wait (bounded) until the bytes that came are on disk, then kill.
+    const partial = join(root, '.ingest', `sha256-${big.digest.slice(7)}.partial`);
+    const { stat } = await import('node:fs/promises');
+    let size = 0;
+    for (let i = 0; i < 100; i++) {
+      const now = await stat(partial).then((s) => s.size, () => 0);
+      if (now > 0 && now === size) break;
+      size = now;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGKILL');
+    await exited;
+    clearTimeout(timeout);
+    size = await stat(partial).then((s) => s.size, () => 0);
+    assert.ok(size > 0 && size <= 900_000, `a partial download was left (${size} bytes)`);
+
+    stall = false;
+    const before = p.stats.blobBytesDown;
+    const r = await sealimg(root, ['pull', '--quiet', '--plain-http', ref], { env });
+    assert.is(r.code, 0, `${r.stderr}\n${p.stats.log.join('\n')}`);
+    assert.match(r.stdout, img.manifest.digest);
+    assert.ok(p.stats.log.some((l) => l.includes(`/blobs/${big.digest} range=bytes=${size}-`)), p.stats.log.join('\n'));
+    const second = p.stats.blobBytesDown - before;
+    const others = img.layers.filter((l) => l !== big).reduce((n, l) => n + l.size, 0) + img.config.size;
+    assert.ok(second <= big.size - size + others, `the second run fetched ${second} blob bytes; the rest of the big blob is ${big.size - size}`);
+    const local = await OciLayoutStore.open(root);
+    for (const l of img.layers) assert.is(digestOf(await fetchAll(local, l)), l.digest);
+    assert.equal(await readdir(join(root, '.ingest')), [], 'nothing left in .ingest');
+  } finally {
+    await p.stop();
+  }
+});
+
 test.run();
