@@ -17,8 +17,8 @@ export interface TokenServer {
   issuer: string;
   /** The certificate the registry trusts tokens from. */
   certFile: string;
-  /** Token requests seen: the scopes each asked for, and whether credentials came with it. */
-  requests: Array<{ scopes: string[]; user?: string }>;
+  /** Token requests seen: the scopes each asked for, who asked, and how (GET with Basic, or an OAuth2 refresh-token POST). */
+  requests: Array<{ scopes: string[]; user?: string; method?: string }>;
   /** When > 0, that many next tokens grant nothing (so the registry refuses them). */
   emptyGrants: number;
   stop(): Promise<void>;
@@ -26,7 +26,7 @@ export interface TokenServer {
 
 const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
 
-export async function startTokenServer(users: Record<string, string>): Promise<TokenServer> {
+export async function startTokenServer(users: Record<string, string>, refreshTokens: Record<string, string> = {}): Promise<TokenServer> {
   const dir = await tmpDir('sealimg-token-');
   const keyFile = join(dir, 'token.key');
   const certFile = join(dir, 'token.crt');
@@ -38,10 +38,23 @@ export async function startTokenServer(users: Record<string, string>): Promise<T
   const issuer = 'sealimg-test-issuer';
   const state: Pick<TokenServer, 'requests' | 'emptyGrants'> = { requests: [], emptyGrants: 0 };
 
-  const handle = (req: IncomingMessage, res: ServerResponse) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    const scopes = url.searchParams.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
+    let scopes = url.searchParams.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
     let user: string | undefined;
+    if (req.method === 'POST') {
+      // OAuth2 refresh-token grant, as docker sends with an identity token.
+      let text = '';
+      for await (const c of req) text += c;
+      const form = new URLSearchParams(text);
+      user = form.get('grant_type') === 'refresh_token' ? refreshTokens[form.get('refresh_token') ?? ''] : undefined;
+      if (!user) {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end('{"details":"invalid refresh token"}');
+        return;
+      }
+      scopes = (form.get('scope') ?? '').split(' ').filter(Boolean);
+    }
     const auth = req.headers.authorization;
     if (auth?.startsWith('Basic ')) {
       const plain = Buffer.from(auth.slice(6), 'base64').toString();
@@ -54,7 +67,7 @@ export async function startTokenServer(users: Record<string, string>): Promise<T
       }
       user = u;
     }
-    state.requests.push({ scopes, user });
+    state.requests.push({ scopes, user, method: req.method });
     const grantNothing = state.emptyGrants > 0 ? (state.emptyGrants--, true) : false;
     // Logged-in users get what they ask for; anonymous users nothing.
     const access = user && !grantNothing
@@ -73,7 +86,7 @@ export async function startTokenServer(users: Record<string, string>): Promise<T
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
   };
-  const server = createServer(handle);
+  const server = createServer((req, res) => void handle(req, res));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as { port: number }).port;
   const out: TokenServer = {

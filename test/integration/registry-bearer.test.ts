@@ -22,7 +22,7 @@ let authfile: string;
 const env = () => ({ HOME: home, XDG_RUNTIME_DIR: '', REGISTRY_AUTH_FILE: '', DOCKER_CONFIG: '' });
 
 test.before(async () => {
-  tokens = await startTokenServer({ bob: 'b0b-pass' });
+  tokens = await startTokenServer({ bob: 'b0b-pass' }, { 'refresh-for-bob': 'bob' });
   reg = await startRegistry({ token: { realm: tokens.realm, service: tokens.service, issuer: tokens.issuer, rootCertFile: tokens.certFile } });
   home = await tmpDir();
   authfile = join(home, 'auth.json');
@@ -69,6 +69,30 @@ test('a token the registry refuses is fetched again (refresh on 401)', async () 
     assert.ok(tokens.requests.length - before >= 2, 'a second token was asked for');
   } finally {
     await store.close();
+  }
+});
+
+test('an identity token (docker\'s identitytoken) is traded for access tokens with a refresh-token POST', async () => {
+  const { writeFile } = await import('node:fs/promises');
+  const file = join(home, 'identity.json');
+  await writeFile(file, JSON.stringify({ auths: { [reg.host]: { auth: '', identitytoken: 'refresh-for-bob' } } }));
+  const store = await RemoteStore.open(`${reg.host}/tok/app`, { plainHttp: true, authFile: file, env: env() }, 'pull');
+  try {
+    const before = tokens.requests.length;
+    assert.ok((await store.resolve('v1')).digest.startsWith('sha256:'));
+    assert.ok(tokens.requests.slice(before).some((r) => r.method === 'POST' && r.user === 'bob'));
+  } finally {
+    await store.close();
+  }
+  await writeFile(file, JSON.stringify({ auths: { [reg.host]: { auth: '', identitytoken: 'stolen' } } }));
+  const bad = await RemoteStore.open(`${reg.host}/tok/app`, { plainHttp: true, authFile: file, env: env() }, 'pull');
+  try {
+    await bad.resolve('v1');
+    assert.unreachable('a wrong refresh token worked');
+  } catch (e) {
+    assert.ok(isSealimgError(e, 'AUTH_FAILED'), String(e));
+  } finally {
+    await bad.close();
   }
 });
 
