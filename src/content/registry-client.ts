@@ -6,6 +6,7 @@
  * SealimgError naming the host.
  */
 import { readFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { findCredentials } from '../auth/authfile.js';
@@ -94,7 +95,7 @@ export class RegistryClient {
     }
     const connect: Record<string, unknown> = { rejectUnauthorized: opts.tlsVerify !== false };
     // undici replaces the system CAs when `ca` is set; keep them, as skopeo does with --cert-dir.
-    if (ca) connect.ca = [...(await import('node:tls')).rootCertificates, ca];
+    if (ca) connect.ca = [...rootCertificates, ca];
     const agent = new Agent({ connect, keepAliveTimeout: 10_000 });
     return new RegistryClient(host, opts, agent);
   }
