@@ -50,6 +50,30 @@ export interface Mounter {
   mount(desc: Descriptor, from: ReadOnlyStore, signal?: AbortSignal): Promise<boolean>;
 }
 
+/**
+ * A destination that keeps what an interrupted download wrote, so the next
+ * copy asks the source only for the rest (a pull killed half-way resumes).
+ */
+export interface ResumableIngest {
+  /** Bytes of `desc` an earlier, interrupted transfer left (0 when none). */
+  ingestOffset(desc: Descriptor, signal?: AbortSignal): Promise<number>;
+  /** Like push, where `rest` holds the bytes from `offset` on; the whole blob is verified. */
+  pushFrom(expected: Descriptor, offset: number, rest: Readable, signal?: AbortSignal): Promise<void>;
+}
+
+/** A source that can send a blob from an offset (HTTP Range). */
+export interface RangeFetcher {
+  /** The bytes of `desc` from `offset` on, unverified (the receiver checks the whole); undefined when it cannot. */
+  fetchFrom(desc: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable | undefined>;
+}
+
+export function canResumeIngest(s: object): s is ResumableIngest {
+  return typeof (s as Partial<ResumableIngest>).ingestOffset === 'function' && typeof (s as Partial<ResumableIngest>).pushFrom === 'function';
+}
+export function canFetchFrom(s: object): s is RangeFetcher {
+  return typeof (s as Partial<RangeFetcher>).fetchFrom === 'function';
+}
+
 export function canList(s: object): s is TagLister {
   return typeof (s as Partial<TagLister>).list === 'function';
 }
