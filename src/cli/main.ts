@@ -30,7 +30,7 @@ const COMMANDS: Record<string, Entry> = {
   logout: { summary: 'Remove saved credentials for a registry', planned: 'the push/pull issue' },
   save: { summary: 'Write images to a tarball for offline sites', planned: 'the save/load issue' },
   load: { summary: 'Read images from a tarball into the local store', planned: 'the save/load issue' },
-  registry: { summary: 'Serve, sync and garbage-collect an OCI registry', planned: 'the registry issue' },
+  registry: { summary: 'Serve, sync and garbage-collect an OCI registry', load: () => import('./commands/registry.js') },
   run: { summary: 'Install cluster images onto hosts over SSH', planned: 'the runner issue' },
   add: { summary: 'Add masters or nodes to a cluster', planned: 'the runner issue (part 2)' },
   delete: { summary: 'Remove masters or nodes from a cluster', planned: 'the runner issue (part 2)' },

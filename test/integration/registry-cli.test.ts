@@ -1,0 +1,111 @@
+/**
+ * `sealimg registry serve` with real clients: skopeo pushes and pulls through
+ * it, with htpasswd auth (file made by `htpasswd -B`) and with TLS, and the
+ * CNCF registry serves the same directory at the same time, both ways.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { OciLayoutStore } from '../../src/content/oci-layout.js';
+import { ok, run } from '../helpers/cli.js';
+import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
+import { makeImage, makeIndex } from '../helpers/images.js';
+import { serveRegistry, type ServedRegistry } from '../helpers/sealimg-registry.js';
+import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+
+const test = suite('sealimg registry serve');
+const running: Array<{ stop(): Promise<unknown> }> = [];
+const track = <T extends { stop(): Promise<unknown> }>(s: T): T => (running.push(s), s);
+
+test.after.each(async () => {
+  for (const s of running.splice(0)) await s.stop();
+  await cleanupTmp();
+});
+
+async function sourceLayout(): Promise<{ dir: string; digest: string; index: string }> {
+  const dir = await tmpDir();
+  const store = await OciLayoutStore.open(dir, { create: true });
+  const img = await makeImage(store, { layers: ['one', 'two'], tag: 'one' });
+  const { index } = await makeIndex(store, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }], 'multi');
+  return { dir, digest: img.manifest.digest, index: index.digest };
+}
+
+const digestOf = async (args: string[]) => (await ok('skopeo', ['inspect', '--format', '{{.Digest}}', ...args])).trim();
+
+test('skopeo pushes and pulls through it; a log line per request; multi-arch kept whole', async () => {
+  const src = await sourceLayout();
+  const reg = track(await serveRegistry(await tmpDir()));
+  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${reg.addr}/team/app:v1`]);
+  await ok('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${src.dir}:multi`, `docker://${reg.addr}/team/multi:v1`]);
+  assert.is(await digestOf(['--tls-verify=false', `docker://${reg.addr}/team/app:v1`]), src.digest);
+  const out = await tmpDir();
+  await ok('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${reg.addr}/team/multi:v1`, `oci:${out}:m`]);
+  assert.is(JSON.parse(await readFile(join(out, 'index.json'), 'utf8')).manifests[0].digest, src.index);
+  assert.match(reg.log(), /PUT \/v2\/team\/app\/manifests\/v1 201/);
+  assert.match(reg.log(), /GET \/v2\/team\/multi\/manifests\/v1 200 \d+B/);
+});
+
+test('htpasswd (bcrypt, made by htpasswd -B): no or wrong credentials are refused, right ones work', async () => {
+  const src = await sourceLayout();
+  const dir = await tmpDir();
+  const file = join(dir, 'htpasswd');
+  await ok('htpasswd', ['-B', '-b', '-c', file, 'alice', 's3cret']);
+  const reg = track(await serveRegistry(await tmpDir(), ['--htpasswd', file]));
+  const dest = `docker://${reg.addr}/secure/app:v1`;
+  const anon = await run('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, dest]);
+  assert.is.not(anon.code, 0);
+  assert.match(anon.stderr, /unauthorized|authentication required/i);
+  const wrong = await run('skopeo', ['copy', '--dest-tls-verify=false', '--dest-creds', 'alice:nope', `oci:${src.dir}:one`, dest]);
+  assert.is.not(wrong.code, 0);
+  await ok('skopeo', ['copy', '--dest-tls-verify=false', '--dest-creds', 'alice:s3cret', `oci:${src.dir}:one`, dest]);
+  assert.is(await digestOf(['--tls-verify=false', '--creds', 'alice:s3cret', dest]), src.digest);
+  const res = await fetch(`${reg.url}/v2/`);
+  assert.is(res.status, 401);
+  assert.is(res.headers.get('www-authenticate'), 'Basic realm="sealimg"');
+  assert.match(reg.log(), /user=alice/);
+});
+
+test('TLS with --tls-cert/--tls-key: skopeo verifies against the test CA', async () => {
+  const src = await sourceLayout();
+  const pki = await tmpDir();
+  const sh = (args: string[]) => execFileSync('openssl', args, { cwd: pki, stdio: 'pipe' });
+  sh(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-ca', '-keyout', 'ca.key', '-out', 'ca.crt']);
+  sh(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr']);
+  await writeFile(join(pki, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+  sh(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'ext.cnf', '-out', 'server.crt']);
+  const certDir = await tmpDir();
+  await writeFile(join(certDir, 'ca.crt'), await readFile(join(pki, 'ca.crt')));
+  const reg = track(await serveRegistry(await tmpDir(), ['--tls-cert', join(pki, 'server.crt'), '--tls-key', join(pki, 'server.key')]));
+  assert.ok(reg.url.startsWith('https://'));
+  await ok('skopeo', ['copy', '--dest-cert-dir', certDir, `oci:${src.dir}:one`, `docker://${reg.addr}/tls/app:v1`]);
+  assert.is(await digestOf(['--cert-dir', certDir, `docker://${reg.addr}/tls/app:v1`]), src.digest);
+});
+
+test('docker-registry and sealimg serve one directory at once, each serving what the other stored', async () => {
+  const src = await sourceLayout();
+  const root = await tmpDir();
+  const ours = track(await serveRegistry(root));
+  const theirs: RunningRegistry = track(await startDistribution(root, await tmpDir()));
+  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${ours.addr}/from/sealimg:v1`]);
+  await ok('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${src.dir}:multi`, `docker://${theirs.addr}/from/cncf:v1`]);
+  assert.is(await digestOf(['--tls-verify=false', `docker://${theirs.addr}/from/sealimg:v1`]), src.digest);
+  const out = await tmpDir();
+  await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${theirs.addr}/from/sealimg:v1`, `oci:${out}:a`]);
+  await ok('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${ours.addr}/from/cncf:v1`, `oci:${out}:b`]);
+  const index = JSON.parse(await readFile(join(out, 'index.json'), 'utf8'));
+  assert.equal(index.manifests.map((m: { digest: string }) => m.digest).sort(), [src.digest, src.index].sort());
+  const cat = await (await fetch(`${ours.url}/v2/_catalog`)).json();
+  assert.equal(cat, await (await fetch(`http://${theirs.addr}/v2/_catalog`)).json());
+});
+
+test('exits cleanly on SIGTERM; a bad flag is a usage error', async () => {
+  const reg = await serveRegistry(await tmpDir());
+  assert.is(await reg.stop('SIGTERM'), 0);
+  const bad = await run(process.execPath, [(await import('../helpers/cli.js')).SEALIMG, 'registry', 'serve', '--addr', 'nonsense']);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /--addr "nonsense"/);
+});
+
+test.run();
