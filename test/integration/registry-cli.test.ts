@@ -4,6 +4,8 @@
  * CNCF registry serves the same directory at the same time, both ways.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -98,6 +100,38 @@ test('docker-registry and sealimg serve one directory at once, each serving what
   assert.equal(index.manifests.map((m: { digest: string }) => m.digest).sort(), [src.digest, src.index].sort());
   const cat = await (await fetch(`${ours.url}/v2/_catalog`)).json();
   assert.equal(cat, await (await fetch(`http://${theirs.addr}/v2/_catalog`)).json());
+});
+
+test('kill -9 during an upload: after restart no partial blob is visible and the upload goes on', async () => {
+  const root = await tmpDir();
+  let reg = await serveRegistry(root);
+  track(reg);
+  const bytes = randomBytes(200_000);
+  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  const post = await fetch(`${reg.url}/v2/crash/app/blobs/uploads/`, { method: 'POST' });
+  const loc = post.headers.get('location')!;
+  // Send half the chunk, then kill the server while the request is still open.
+  const req = request(`${reg.url}${loc}`, { method: 'PATCH', headers: { 'Content-Length': bytes.length, 'Content-Type': 'application/octet-stream' } });
+  req.on('error', () => undefined);
+  req.write(bytes.subarray(0, 100_000));
+  let received = 0;
+  for (let i = 0; i < 100 && received < 100_000; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    received = Number(((await fetch(`${reg.url}${loc}`)).headers.get('range') ?? '0-0').split('-')[1]) + 1;
+  }
+  assert.is(received, 100_000);
+  await reg.stop('SIGKILL');
+  req.destroy();
+  reg = track(await serveRegistry(root));
+  assert.is((await fetch(`${reg.url}/v2/crash/app/blobs/${digest}`, { method: 'HEAD' })).status, 404);
+  const status = await fetch(`${reg.url}${loc}`);
+  assert.is(status.status, 204);
+  const have = Number(status.headers.get('range')!.split('-')[1]) + 1;
+  const rest = await fetch(`${reg.url}${loc}`, { method: 'PATCH', body: bytes.subarray(have), headers: { 'Content-Range': `${have}-${bytes.length - 1}` } });
+  assert.is(rest.status, 202);
+  assert.is((await fetch(`${reg.url}${loc}?digest=${digest}`, { method: 'PUT' })).status, 201);
+  const back = Buffer.from(await (await fetch(`${reg.url}/v2/crash/app/blobs/${digest}`)).arrayBuffer());
+  assert.ok(back.equals(bytes));
 });
 
 test('exits cleanly on SIGTERM; a bad flag is a usage error', async () => {
