@@ -227,6 +227,8 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       headers['Content-Length'] = range.end - range.start + 1;
     } else headers['Content-Length'] = size;
     if (method === 'HEAD') {
+      // A client that finds a blob may reference it next: keep it young for a gc running beside us.
+      await storage.touchBlob(digest);
       c.res.writeHead(range ? 206 : 200, headers);
       c.res.end();
       return;
@@ -248,6 +250,7 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       else if (from === null) size = await storage.blobSize(digest); // anonymous mount: any blob this registry holds
       if (size !== undefined) {
         c.req.resume();
+        await storage.touchBlob(digest);
         await r.linkBlob(digest);
         blobCreated(c.res, name, digest);
         return;

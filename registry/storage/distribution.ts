@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -213,6 +213,43 @@ export class DistributionStorage {
     return m;
   }
 
+  /**
+   * Marks a blob as just used (a client found it and may reference it next),
+   * so a gc running beside the server spares it. Cheap: only old files are touched.
+   */
+  async touchBlob(digest: string): Promise<void> {
+    const path = this.layout.blobData(digest);
+    try {
+      const s = await stat(path);
+      if (Date.now() - s.mtimeMs > 60_000) await utimes(path, new Date(), new Date());
+    } catch (e) {
+      if (!missing(e)) throw e;
+    }
+  }
+
+  /** Every stored blob, with its size and modification time. */
+  async *blobs(): AsyncGenerator<{ digest: string; size: number; mtimeMs: number }> {
+    for (const alg of await listDir(this.layout.blobsDir)) {
+      for (const prefix of await listDir(join(this.layout.blobsDir, alg))) {
+        for (const hex of await listDir(join(this.layout.blobsDir, alg, prefix))) {
+          const digest = `${alg}:${hex}`;
+          if (!isDigestString(digest)) continue;
+          try {
+            const s = await stat(join(this.layout.blobsDir, alg, prefix, hex, 'data'));
+            yield { digest, size: s.size, mtimeMs: s.mtimeMs };
+          } catch (e) {
+            if (!missing(e)) throw e;
+          }
+        }
+      }
+    }
+  }
+
+  /** Removes a blob from the directory (gc only: repositories may still link it). */
+  async deleteBlob(digest: string): Promise<void> {
+    await removeDir(this.layout.blobDir(digest));
+  }
+
   /** Every repository name, sorted. A repository is a directory holding `_manifests`, as the CNCF registry decides. */
   async repositories(): Promise<string[]> {
     const out: string[] = [];
@@ -372,6 +409,16 @@ export class Repository {
     return true;
   }
 
+  /** Digests of every manifest revision the repository holds. */
+  async revisions(): Promise<string[]> {
+    return linkedDigests(join(this.layout.repository(this.name), '_manifests', 'revisions'));
+  }
+
+  /** Digests of every blob the repository links. */
+  async layers(): Promise<string[]> {
+    return linkedDigests(join(this.layout.repository(this.name), '_layers'));
+  }
+
   /** The manifests that name `subject` as their subject, optionally only those of one artifactType. */
   async referrers(subject: string, artifactType?: string): Promise<Descriptor[]> {
     const dir = this.layout.referrersDir(this.name, subject);
@@ -395,6 +442,36 @@ export class Repository {
     }
     return out;
   }
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).sort();
+  } catch (e) {
+    if (missing(e)) return [];
+    throw e;
+  }
+}
+
+function isDigestString(s: string): boolean {
+  try {
+    parseDigest(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `<dir>/<alg>/<hex>/link` entries as digests (the layout of _layers and revisions). */
+async function linkedDigests(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const alg of await listDir(dir)) {
+    for (const hex of await listDir(join(dir, alg))) {
+      const d = `${alg}:${hex}`;
+      if (isDigestString(d)) out.push(d);
+    }
+  }
+  return out;
 }
 
 function isManifestChild(parsed: ParsedManifest): boolean {

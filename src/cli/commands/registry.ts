@@ -30,6 +30,7 @@ export function formatRequest(e: RequestLog, level: Level): string | undefined {
 }
 
 const USAGE = `Usage: sealimg registry serve [FLAGS]
+       sealimg registry gc [--dry-run] [--delete-untagged] [--grace DURATION]
 
 Runs an OCI registry (distribution-spec v1.1) over a directory in the CNCF
 registry's storage layout, so docker-registry can serve the same directory.
@@ -42,7 +43,13 @@ Flags:
       --htpasswd FILE      require HTTP Basic auth; FILE from 'htpasswd -B'
       --tls-cert FILE      serve HTTPS with this certificate (PEM) ...
       --tls-key FILE       ... and this key
-      --log-level LEVEL    debug, info (a line per request, default), warn, error`;
+      --log-level LEVEL    debug, info (a line per request, default), warn, error
+
+gc deletes blobs no manifest reaches (mark and sweep); safe beside a running
+server: blobs younger than the grace period (default 1h) are spared.
+      --dry-run            list what would go, delete nothing
+      --delete-untagged    also remove manifests no tag (or kept subject) reaches
+      --grace DURATION     spare unreferenced blobs younger than this (90s, 30m, 2h)`;
 
 async function serve(ctx: Context, flags: Record<string, unknown>): Promise<number> {
   const level = (flags['log-level'] as string | undefined) ?? 'info';
@@ -72,6 +79,35 @@ async function serve(ctx: Context, flags: Record<string, unknown>): Promise<numb
   return 0;
 }
 
+/** `90`, `90s`, `30m`, `2h` to milliseconds. */
+export function parseDuration(s: string, flag: string): number {
+  const m = /^(\d+)(s|m|h)?$/.exec(s.trim());
+  if (!m) throw new SealimgError('USAGE', `${flag} "${s}" must be a number of seconds, or end in s, m or h (e.g. 30m)`);
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 's' | 'm' | 'h'];
+}
+
+async function gc(ctx: Context, flags: Record<string, unknown>): Promise<number> {
+  const { DistributionStorage } = await import('../../../registry/storage/distribution.js');
+  const { collectGarbage } = await import('../../../registry/gc.js');
+  const root = registryRoot(ctx);
+  const storage = await DistributionStorage.open(root);
+  const dryRun = Boolean(flags['dry-run']);
+  const report = await collectGarbage(storage, {
+    dryRun,
+    deleteUntagged: Boolean(flags['delete-untagged']),
+    graceMs: flags.grace === undefined ? undefined : parseDuration(flags.grace as string, '--grace'),
+    signal: ctx.signal,
+  });
+  const verb = dryRun ? 'would delete' : 'deleted';
+  for (const m of report.manifests) ctx.stdout.write(`${verb} manifest ${m.repository}@${m.digest}\n`);
+  for (const b of report.blobs) ctx.stdout.write(`${verb} blob ${b.digest} (${b.size} bytes)\n`);
+  ctx.stdout.write(
+    `${root}: ${verb} ${report.blobs.length} blob(s), ${report.bytes} bytes, ${report.manifests.length} manifest(s)` +
+      `${report.spared ? `; spared ${report.spared} unreferenced blob(s) younger than the grace period` : ''}\n`,
+  );
+  return 0;
+}
+
 const command: Command = {
   summary: 'Serve, sync and garbage-collect an OCI registry',
   usage: USAGE,
@@ -82,12 +118,19 @@ const command: Command = {
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'log-level': { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    'delete-untagged': { type: 'boolean' },
+    grace: { type: 'string' },
   },
   async run(ctx, flags, args) {
     const sub = args[0];
     if (sub === 'serve') {
       needArgs('registry serve', args.slice(1), 0, 0, 'no arguments');
       return serve(ctx, flags);
+    }
+    if (sub === 'gc') {
+      needArgs('registry gc', args.slice(1), 0, 0, 'no arguments');
+      return gc(ctx, flags);
     }
     throw new SealimgError('USAGE', sub === undefined ? 'registry needs a subcommand' : `unknown registry subcommand "${sub}"`, {
       hint: "see 'sealimg registry --help'",
