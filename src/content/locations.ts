@@ -7,6 +7,7 @@
 import { SealimgError } from '../errors.js';
 import { normalizeReference } from '../oci/reference.js';
 import { OciLayoutStore } from './oci-layout.js';
+import type { RegistryOptions } from './registry-client.js';
 import type { ReadOnlyStore, Store } from './store.js';
 
 export type LocationKind = 'local' | 'oci' | 'oci-archive' | 'docker-archive' | 'registry' | 'distribution';
@@ -25,6 +26,8 @@ export interface Location {
 export interface OpenContext {
   /** Root of the local store. */
   root: string;
+  /** Transport and credential settings for registries (--plain-http, --authfile, ...). */
+  registry?: RegistryOptions;
 }
 
 export interface StoreFactory {
@@ -58,11 +61,15 @@ export const factories: Record<LocationKind, StoreFactory> = {
   },
   'oci-archive': notYet('oci-archive tarballs', 'the save/load issue'),
   'docker-archive': notYet('docker-archive tarballs', 'the save/load issue'),
-  registry: notYet('registries', 'the push/pull issue'),
   // A CNCF registry storage directory (`distribution:DIR:REPO:TAG`); the store lives with the registry server.
   distribution: {
     source: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!),
     destination: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!, { create: true }),
+  },
+  // Loaded on demand: only commands that reach a registry pay for the HTTP stack.
+  registry: {
+    source: async (loc, ctx) => (await import('./remote.js')).RemoteStore.open(loc.ref, ctx.registry ?? {}, 'pull'),
+    destination: async (loc, ctx) => (await import('./remote.js')).RemoteStore.open(loc.ref, ctx.registry ?? {}, 'push'),
   },
 };
 

@@ -191,10 +191,13 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       }
       throw e;
     }
-    const verify = new VerifyStream(desc, `${path}:`);
+    const verify = new VerifyStream(desc, path);
     const file = fh.createReadStream({ highWaterMark: 1 << 20 });
     file.on('error', (e) => verify.destroy(e));
     verify.on('close', () => file.destroy());
+    // A small blob is read and checked before the consumer attaches; its error
+    // must wait on the stream (pipeline reports it) instead of crashing the process.
+    verify.on('error', () => undefined);
     return markVerified(file.pipe(verify), desc.digest);
   }
 
