@@ -19,6 +19,7 @@ import { route, splitUrl, type Route } from './routes.js';
 import type { DistributionStorage, Repository } from './storage/distribution.js';
 import { checkRepositoryName, checkTag, isRepositoryName } from './storage/layout.js';
 import { Uploads } from './storage/uploads.js';
+import type { PullThrough, ProxyTarget } from './proxy.js';
 
 /** Checks a request's credentials; returns the user name, or undefined to refuse. */
 export interface Authenticator {
@@ -45,6 +46,8 @@ export interface RegistryHandlerOptions {
   log?: (entry: RequestLog) => void;
   /** Answer pages of tags and catalog at most this long (default 1000). */
   maxPage?: number;
+  /** Pull-through mirror: reads that miss go upstream; names it serves take no pushes. */
+  proxy?: PullThrough;
 }
 
 export type RegistryHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -149,6 +152,12 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     return storage.repository(name);
   };
 
+  const proxyTarget = (c: Call, name: string): ProxyTarget | undefined => {
+    if (!opts.proxy) return undefined;
+    checkRepositoryName(name);
+    return opts.proxy.target(name, c.query.get('ns'));
+  };
+
   const uploadHeaders = (name: string, id: string, size: number): Record<string, string> => ({
     Location: `/v2/${name}/blobs/uploads/${id}`,
     Range: `0-${Math.max(0, size - 1)}`,
@@ -165,8 +174,13 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     else checkTag(reference);
     const method = c.req.method;
     if (method === 'GET' || method === 'HEAD') {
-      const digest = byDigest ? reference : await r.resolveTag(reference);
-      const m = digest ? await r.manifest(digest) : undefined;
+      const target = proxyTarget(c, name);
+      let m;
+      if (target) m = await opts.proxy!.manifest(target, reference);
+      else {
+        const digest = byDigest ? reference : await r.resolveTag(reference);
+        m = digest ? await r.manifest(digest) : undefined;
+      }
       if (!m) throw new SealimgError('MANIFEST_UNKNOWN', `manifest ${name}:${reference} is not in this registry`);
       const headers = { 'Content-Type': m.mediaType, 'Docker-Content-Digest': m.digest, ETag: `"${m.digest}"`, 'Content-Length': m.bytes.length };
       if (method === 'HEAD') send(c.res, 200, headers);
@@ -206,7 +220,21 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       return;
     }
     if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method);
-    const size = await r.blobSize(digest);
+    const target = proxyTarget(c, name);
+    let size = await (target ? storage.repository(target.local) : r).blobSize(digest);
+    if (size === undefined && target) {
+      if (method === 'HEAD') size = await opts.proxy!.blobSize(target, digest);
+      else {
+        const got = await opts.proxy!.fetchBlob(target, digest);
+        if (got?.stream) {
+          // The first reader gets the bytes as they arrive from upstream, whole (a Range is honoured from disk later).
+          c.res.writeHead(200, { ...API_HEADER, 'Docker-Content-Digest': digest, 'Content-Type': 'application/octet-stream', 'Content-Length': got.size });
+          await pipeline(got.stream, c.res);
+          return;
+        }
+        size = got?.size;
+      }
+    }
     if (size === undefined) throw new SealimgError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`);
     const base = { 'Docker-Content-Digest': digest, 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream', ETag: `"${digest}"` };
     const rangeHeader = c.req.headers.range;
@@ -317,6 +345,15 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
   async function tags(c: Call, name: string): Promise<void> {
     const r = repo(name);
     if (c.req.method !== 'GET') throw notAllowed(c.req.method);
+    const target = proxyTarget(c, name);
+    if (target) {
+      const q = c.query.toString();
+      const upstream = await opts.proxy!.tags(target, q ? `?${q}` : '');
+      if (upstream !== undefined) {
+        send(c.res, 200, { 'Content-Type': 'application/json' }, upstream);
+        return;
+      }
+    }
     const all = await r.tags();
     if (all.length === 0 && !(await r.exists())) throw new SealimgError('NAME_UNKNOWN', `repository ${name} is not in this registry`);
     const { items, link } = page(all, c.query, maxPage, `/v2/${name}/tags/list`);
@@ -341,6 +378,10 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
   }
 
   async function dispatch(c: Call, rt: Route): Promise<void> {
+    if (opts.proxy && 'name' in rt && WRITE_METHODS.has(c.req.method ?? '') && proxyTarget(c, rt.name)) {
+      c.req.resume();
+      throw apiError(405, 'UNSUPPORTED', `${rt.name} is mirrored from an upstream registry; push there instead`);
+    }
     switch (rt.kind) {
       case 'base':
         sendJson(c.res, 200, {});

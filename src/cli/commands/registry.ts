@@ -44,6 +44,9 @@ Flags:
       --tls-cert FILE      serve HTTPS with this certificate (PEM) ...
       --tls-key FILE       ... and this key
       --log-level LEVEL    debug, info (a line per request, default), warn, error
+      --proxy URL          pull-through mirror of the registry at URL; repeat as
+      --proxy HOST=URL     to mirror several, by registry host (?ns=HOST or /v2/HOST/...)
+      --proxy-tag-ttl D    re-check mirrored tags upstream after D (default 5m)
 
 gc deletes blobs no manifest reaches (mark and sweep); safe beside a running
 server: blobs younger than the grace period (default 1h) are spared.
@@ -63,12 +66,16 @@ async function serve(ctx: Context, flags: Record<string, unknown>): Promise<numb
     htpasswd: flags.htpasswd as string | undefined,
     tlsCert: flags['tls-cert'] as string | undefined,
     tlsKey: flags['tls-key'] as string | undefined,
+    proxy: flags.proxy as string[] | undefined,
+    proxyTagTtlMs: flags['proxy-tag-ttl'] === undefined ? undefined : parseDuration(flags['proxy-tag-ttl'] as string, '--proxy-tag-ttl'),
+    warn: (m) => ctx.stderr.write(`${new Date().toISOString()} warning: ${m}\n`),
     log: (e) => {
       const line = formatRequest(e, level as Level);
       if (line) ctx.stderr.write(`${line}\n`);
     },
   });
-  const extras = [flags['read-only'] ? 'read-only' : '', flags.htpasswd ? 'htpasswd auth' : ''].filter(Boolean);
+  const proxies = (flags.proxy as string[] | undefined) ?? [];
+  const extras = [flags['read-only'] ? 'read-only' : '', flags.htpasswd ? 'htpasswd auth' : '', proxies.length ? `mirror of ${proxies.join(', ')}` : ''].filter(Boolean);
   ctx.stdout.write(`sealimg registry serving ${root} at ${server.url}${extras.length ? ` (${extras.join(', ')})` : ''}\n`);
   await new Promise<void>((resolve) => {
     if (ctx.signal.aborted) resolve();
@@ -118,6 +125,8 @@ const command: Command = {
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'log-level': { type: 'string' },
+    proxy: { type: 'string', multiple: true },
+    'proxy-tag-ttl': { type: 'string' },
     'dry-run': { type: 'boolean' },
     'delete-untagged': { type: 'boolean' },
     grace: { type: 'string' },
