@@ -6,6 +6,7 @@ import { defaultRoot } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
 import type { RequestLog } from '../../../registry/handler.js';
 import { needArgs, type Command, type Context } from '../command.js';
+import { TRANSFER_HELP, TRANSFER_OPTIONS, parseConcurrency, registryOptions } from '../transfer.js';
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
 const LEVELS: Level[] = ['debug', 'info', 'warn', 'error'];
@@ -31,6 +32,7 @@ export function formatRequest(e: RequestLog, level: Level): string | undefined {
 
 const USAGE = `Usage: sealimg registry serve [FLAGS]
        sealimg registry gc [--dry-run] [--delete-untagged] [--grace DURATION]
+       sealimg registry sync [FLAGS] SOURCE TARGET
 
 Runs an OCI registry (distribution-spec v1.1) over a directory in the CNCF
 registry's storage layout, so docker-registry can serve the same directory.
@@ -52,7 +54,16 @@ gc deletes blobs no manifest reaches (mark and sweep); safe beside a running
 server: blobs younger than the grace period (default 1h) are spared.
       --dry-run            list what would go, delete nothing
       --delete-untagged    also remove manifests no tag (or kept subject) reaches
-      --grace DURATION     spare unreferenced blobs younger than this (90s, 30m, 2h)`;
+      --grace DURATION     spare unreferenced blobs younger than this (90s, 30m, 2h)
+
+sync copies every repository and tag of SOURCE to TARGET, skipping what TARGET
+has, going on past failures (listed at the end; exit code 1). SOURCE and TARGET
+are a registry HOST[:PORT] (docker://HOST also) or distribution:DIR (a directory
+in the CNCF layout, e.g. a cluster image's registry/).
+      --include PATTERN    only repositories (or REPO:TAG with a colon) matching; repeatable;
+                           * within a path component, ** across
+      --exclude PATTERN    leave these out; repeatable
+${TRANSFER_HELP}`;
 
 async function serve(ctx: Context, flags: Record<string, unknown>): Promise<number> {
   const level = (flags['log-level'] as string | undefined) ?? 'info';
@@ -115,6 +126,35 @@ async function gc(ctx: Context, flags: Record<string, unknown>): Promise<number>
   return 0;
 }
 
+async function syncCommand(ctx: Context, flags: Record<string, unknown>, from: string, to: string): Promise<number> {
+  const { openEndpoint, sync } = await import('../../../registry/sync.js');
+  const opts = registryOptions(flags, ctx.env);
+  const src = await openEndpoint(from, 'source', opts);
+  try {
+    const dst = await openEndpoint(to, 'target', opts);
+    try {
+      const quiet = Boolean(flags.quiet);
+      const report = await sync(src, dst, {
+        include: flags.include as string[] | undefined,
+        exclude: flags.exclude as string[] | undefined,
+        concurrency: parseConcurrency(flags.concurrency as string | undefined),
+        signal: ctx.signal,
+        onImage: (e) => {
+          if (e.result === 'failed') ctx.stderr.write(`failed  ${e.repo}${e.tag ? `:${e.tag}` : ''}: ${e.error}\n`);
+          else if (!quiet) ctx.stderr.write(`${e.result.padEnd(7)} ${e.repo}:${e.tag} ${e.digest}\n`);
+        },
+      });
+      ctx.stdout.write(`${from} -> ${to}: ${report.copied} copied, ${report.skipped} already there, ${report.failed.length} failed\n`);
+      for (const f of report.failed) ctx.stdout.write(`  failed: ${f.ref}: ${f.error}\n`);
+      return report.failed.length > 0 ? 1 : 0;
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+}
+
 const command: Command = {
   summary: 'Serve, sync and garbage-collect an OCI registry',
   usage: USAGE,
@@ -130,12 +170,19 @@ const command: Command = {
     'dry-run': { type: 'boolean' },
     'delete-untagged': { type: 'boolean' },
     grace: { type: 'string' },
+    include: { type: 'string', multiple: true },
+    exclude: { type: 'string', multiple: true },
+    ...TRANSFER_OPTIONS,
   },
   async run(ctx, flags, args) {
     const sub = args[0];
     if (sub === 'serve') {
       needArgs('registry serve', args.slice(1), 0, 0, 'no arguments');
       return serve(ctx, flags);
+    }
+    if (sub === 'sync') {
+      needArgs('registry sync', args.slice(1), 2, 2, 'SOURCE and TARGET');
+      return syncCommand(ctx, flags, args[1]!, args[2]!);
     }
     if (sub === 'gc') {
       needArgs('registry gc', args.slice(1), 0, 0, 'no arguments');
