@@ -13,14 +13,16 @@ import { join } from 'node:path';
 import { withLock } from '../src/content/fsutil.js';
 import { isManifest } from '../src/oci/mediatypes.js';
 import { childrenOf } from '../src/oci/validate.js';
-import { mkdir } from 'node:fs/promises';
-import type { DistributionStorage } from './storage/distribution.js';
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import { removeDir, type DistributionStorage } from './storage/distribution.js';
 
 export interface GcOptions {
   dryRun?: boolean;
   deleteUntagged?: boolean;
   /** Blobs younger than this are spared (default one hour). */
   graceMs?: number;
+  /** Upload sessions untouched for longer than this are removed (default 7 days, as the CNCF registry's purge). */
+  uploadMaxAgeMs?: number;
   signal?: AbortSignal;
 }
 
@@ -32,6 +34,8 @@ export interface GcReport {
   manifests: Array<{ repository: string; digest: string }>;
   /** Unreferenced blobs kept because they are younger than the grace period. */
   spared: number;
+  /** Abandoned upload sessions removed. */
+  uploads: number;
 }
 
 export async function collectGarbage(storage: DistributionStorage, opts: GcOptions = {}): Promise<GcReport> {
@@ -44,7 +48,7 @@ async function run(storage: DistributionStorage, opts: GcOptions): Promise<GcRep
   const grace = opts.graceMs ?? 3_600_000;
   const started = Date.now();
   const marked = new Set<string>();
-  const report: GcReport = { blobs: [], bytes: 0, manifests: [], spared: 0 };
+  const report: GcReport = { blobs: [], bytes: 0, manifests: [], spared: 0, uploads: 0 };
 
   for (const name of await storage.repositories()) {
     opts.signal?.throwIfAborted();
@@ -102,9 +106,20 @@ async function run(storage: DistributionStorage, opts: GcOptions): Promise<GcRep
     swept.add(b.digest);
     if (!opts.dryRun) await storage.deleteBlob(b.digest);
   }
+  const maxAge = opts.uploadMaxAgeMs ?? 7 * 86_400_000;
+  for (const name of await storage.repositories('_uploads')) {
+    const dir = storage.layout.uploadsDir(name);
+    for (const id of await readdir(dir).catch(() => [] as string[])) {
+      // The data file's mtime is the last chunk received: an upload still moving is never old.
+      const s = await stat(join(dir, id, 'data')).catch(() => stat(join(dir, id)).catch(() => undefined));
+      if (!s || started - s.mtimeMs < maxAge) continue;
+      report.uploads++;
+      if (!opts.dryRun) await removeDir(join(dir, id));
+    }
+  }
   if (!opts.dryRun && swept.size > 0) {
     // Links to swept blobs would only answer 404 later; remove them now.
-    for (const name of await storage.repositories()) {
+    for (const name of await storage.repositories('_layers')) {
       const repo = storage.repository(name);
       for (const d of await repo.layers()) if (swept.has(d)) await repo.unlinkBlob(d);
     }

@@ -255,8 +255,11 @@ export class DistributionStorage {
     await removeDir(this.layout.blobDir(digest));
   }
 
-  /** Every repository name, sorted. A repository is a directory holding `_manifests`, as the CNCF registry decides. */
-  async repositories(): Promise<string[]> {
+  /**
+   * Every repository name, sorted. A repository is a directory holding
+   * `_manifests`, as the CNCF registry decides; gc also asks for those holding uploads or links.
+   */
+  async repositories(marker: '_manifests' | '_uploads' | '_layers' = '_manifests'): Promise<string[]> {
     const out: string[] = [];
     const walk = async (dir: string, prefix: string, depth: number): Promise<void> => {
       if (depth > 64) return;
@@ -269,7 +272,7 @@ export class DistributionStorage {
       }
       for (const ent of entries) {
         if (!ent.isDirectory()) continue;
-        if (ent.name === '_manifests') {
+        if (ent.name === marker) {
           if (isRepositoryName(prefix)) out.push(prefix);
           continue;
         }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
-import { ok, run } from '../helpers/cli.js';
+import { ok, run, sealimg } from '../helpers/cli.js';
 import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
 import { serveRegistry, type ServedRegistry } from '../helpers/sealimg-registry.js';
@@ -47,6 +47,19 @@ test('skopeo pushes and pulls through it; a log line per request; multi-arch kep
   assert.is(JSON.parse(await readFile(join(out, 'index.json'), 'utf8')).manifests[0].digest, src.index);
   assert.match(reg.log(), /PUT \/v2\/team\/app\/manifests\/v1 201/);
   assert.match(reg.log(), /GET \/v2\/team\/multi\/manifests\/v1 200 \d+B/);
+});
+
+test("sealimg's own client pushes to it and pulls back, digest for digest", async () => {
+  const src = await sourceLayout();
+  const reg = track(await serveRegistry(await tmpDir()));
+  const root = await tmpDir();
+  const push = await sealimg(root, ['copy', '-q', '--plain-http', `oci:${src.dir}:multi`, `${reg.addr}/own/client:v1`]);
+  assert.is(push.code, 0, push.stderr);
+  assert.is(push.stdout.trim(), src.index);
+  const out = await tmpDir();
+  const pull = await sealimg(root, ['copy', '-q', '--plain-http', `${reg.addr}/own/client:v1`, `oci:${out}:back`]);
+  assert.is(pull.code, 0, pull.stderr);
+  assert.is(JSON.parse(await readFile(join(out, 'index.json'), 'utf8')).manifests[0].digest, src.index);
 });
 
 test('htpasswd (bcrypt, made by htpasswd -B): no or wrong credentials are refused, right ones work', async () => {

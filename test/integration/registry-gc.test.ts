@@ -3,6 +3,8 @@
  * still pulls through the CNCF registry afterwards, young blobs are spared.
  */
 import { randomBytes } from 'node:crypto';
+import { utimes } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,6 +13,7 @@ import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { digestOf } from '../../src/oci/digest.js';
 import { DistributionStorage } from '../../registry/storage/distribution.js';
 import { DistributionStore } from '../../registry/storage/store.js';
+import { Uploads } from '../../registry/storage/uploads.js';
 import { ok, sealimg } from '../helpers/cli.js';
 import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
 import { makeImage } from '../helpers/images.js';
@@ -71,6 +74,25 @@ test('keeps every revision by default, sweeps orphans; --delete-untagged drops t
   await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${server.addr}/team/app:a`, `oci:${out}:a`]);
   const gone = await fetch(`http://${server.addr}/v2/team/app/manifests/${f.b.manifest.digest}`);
   assert.is(gone.status, 404);
+});
+
+test('abandoned upload sessions are purged after their max age; a live one stays', async () => {
+  const f = await fixture();
+  const uploads = new Uploads(f.storage);
+  const old = await uploads.start('team/new');
+  const live = await uploads.start('team/new');
+  const week = new Date(Date.now() - 8 * 86_400_000);
+  await utimes(join(f.storage.layout.uploadDir('team/new', old), 'data'), week, week);
+  const r = await sealimg(f.root, ['registry', 'gc']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /1 abandoned upload/);
+  assert.is(await uploads.size('team/new', live), 0, 'the live session is kept');
+  try {
+    await uploads.size('team/new', old);
+    assert.unreachable('the old session is gone');
+  } catch (e) {
+    assert.is((e as { code?: string }).code, 'BLOB_UPLOAD_UNKNOWN');
+  }
 });
 
 test.run();

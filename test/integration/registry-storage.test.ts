@@ -12,7 +12,7 @@ import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { fetchAll } from '../../src/content/store.js';
 import { DistributionStore } from '../../registry/storage/store.js';
 import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
-import { ok } from '../helpers/cli.js';
+import { ok, sealimg } from '../helpers/cli.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
@@ -67,6 +67,22 @@ test('sealimg reads what skopeo pushed through docker-registry', async () => {
   await copy(dist.repository('team/tool'), '1.0', back, 'back');
   for (const l of one.layers) assert.is((await fetchAll(back, l)).length, l.size);
   assert.is((await back.resolve('back')).digest, one.manifest.digest);
+});
+
+test('sealimg copy into distribution:DIR:REPO:TAG, served by docker-registry', async () => {
+  const srcDir = await tmpDir();
+  const src = await OciLayoutStore.open(srcDir, { create: true });
+  const one = await makeImage(src, { tag: 'one' });
+  const root = await tmpDir();
+  const r = await sealimg(await tmpDir(), ['copy', '-q', `oci:${srcDir}:one`, `distribution:${root}:cluster/images/app:v1`]);
+  assert.is(r.code, 0, r.stderr);
+  server = await startDistribution(root, await tmpDir());
+  const digest = (await ok('skopeo', ['inspect', '--format', '{{.Digest}}', '--tls-verify=false', `docker://${server.addr}/cluster/images/app:v1`])).trim();
+  assert.is(digest, one.manifest.digest);
+  const out = await tmpDir();
+  const back = await sealimg(await tmpDir(), ['copy', '-q', `distribution:${root}:cluster/images/app:v1`, `oci:${out}:x`]);
+  assert.is(back.code, 0, back.stderr);
+  assert.is(back.stdout.trim(), one.manifest.digest);
 });
 
 test.run();

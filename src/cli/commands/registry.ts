@@ -121,6 +121,7 @@ async function gc(ctx: Context, flags: Record<string, unknown>): Promise<number>
   for (const b of report.blobs) ctx.stdout.write(`${verb} blob ${b.digest} (${b.size} bytes)\n`);
   ctx.stdout.write(
     `${root}: ${verb} ${report.blobs.length} blob(s), ${report.bytes} bytes, ${report.manifests.length} manifest(s)` +
+      `${report.uploads ? `, ${report.uploads} abandoned upload(s)` : ''}` +
       `${report.spared ? `; spared ${report.spared} unreferenced blob(s) younger than the grace period` : ''}\n`,
   );
   return 0;
