@@ -21,11 +21,29 @@ import { checkRepositoryName, checkTag, isRepositoryName } from './storage/layou
 import { Uploads } from './storage/uploads.js';
 import type { PullThrough, ProxyTarget } from './proxy.js';
 
+/** What a request needs to be allowed to do, in the token scope grammar (`repository:NAME:pull,push`). */
+export interface Access {
+  type: 'repository' | 'registry';
+  name: string;
+  actions: string[];
+}
+
 /** Checks a request's credentials; returns the user name, or undefined to refuse. */
 export interface Authenticator {
-  authenticate(authorization: string | undefined): Promise<string | undefined>;
+  authenticate(authorization: string | undefined, access: Access[]): Promise<string | undefined>;
   /** The WWW-Authenticate value sent with a 401. */
-  challenge: string;
+  challenge(access: Access[]): string;
+}
+
+/** The access a request needs: pull to read, push to write, delete to delete, catalog for _catalog. */
+export function accessFor(rt: Route | undefined, method: string, query: URLSearchParams): Access[] {
+  if (!rt || rt.kind === 'base') return [];
+  if (rt.kind === 'catalog') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
+  const action = method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
+  const out: Access[] = [{ type: 'repository', name: rt.name, actions: action === 'push' ? ['pull', 'push'] : [action] }];
+  const from = query.get('from');
+  if (rt.kind === 'uploads' && from) out.push({ type: 'repository', name: from, actions: ['pull'] });
+  return out;
 }
 
 export interface RequestLog {
@@ -420,15 +438,16 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     };
     void (async () => {
       try {
+        const rt = route(path);
         if (opts.auth) {
-          user = await opts.auth.authenticate(req.headers.authorization);
+          const access = accessFor(rt, req.method ?? 'GET', query);
+          user = await opts.auth.authenticate(req.headers.authorization, access);
           if (user === undefined) {
             req.resume();
-            fail({ status: 401, code: 'UNAUTHORIZED', message: 'authentication required' }, { 'WWW-Authenticate': opts.auth.challenge });
+            fail({ status: 401, code: 'UNAUTHORIZED', message: 'authentication required' }, { 'WWW-Authenticate': opts.auth.challenge(access) });
             return;
           }
         }
-        const rt = route(path);
         if (!rt) {
           req.resume();
           fail({ status: 404, code: 'NOT_FOUND', message: `${path} is not a registry endpoint` });

@@ -9,6 +9,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { SealimgError } from '../src/errors.js';
 import { HtpasswdAuth } from './auth.js';
+import { TokenAuth } from './token.js';
 import { createRegistryHandler, type RequestLog } from './handler.js';
 import { DistributionStorage } from './storage/distribution.js';
 import { PullThrough, parseProxySpec } from './proxy.js';
@@ -22,6 +23,8 @@ export interface ServeOptions {
   readOnly?: boolean;
   /** An htpasswd file of bcrypt hashes: Basic auth on every request. */
   htpasswd?: string;
+  /** Bearer tokens from a token service, verified with its public key. */
+  token?: { realm: string; service: string; issuer: string; keyFile: string };
   tlsCert?: string;
   tlsKey?: string;
   log?: (entry: RequestLog) => void;
@@ -56,7 +59,8 @@ export async function startRegistry(opts: ServeOptions): Promise<RunningServer> 
   }
   const { host, port } = parseAddr(opts.addr);
   const storage = await DistributionStorage.open(opts.root, { create: !opts.readOnly });
-  const auth = opts.htpasswd ? await HtpasswdAuth.load(opts.htpasswd) : undefined;
+  if (opts.htpasswd && opts.token) throw new SealimgError('USAGE', '--htpasswd and --token-* are two kinds of auth; pick one');
+  const auth = opts.htpasswd ? await HtpasswdAuth.load(opts.htpasswd) : opts.token ? await TokenAuth.load(opts.token) : undefined;
   const proxy = opts.proxy?.length
     ? new PullThrough(storage, opts.proxy.map(parseProxySpec), { tagTtlMs: opts.proxyTagTtlMs, registry: opts.upstream, warn: opts.warn })
     : undefined;

@@ -43,6 +43,10 @@ Flags:
                            (default: the local store's path with -registry appended)
       --read-only          serve pulls only; pushes and deletes get 405
       --htpasswd FILE      require HTTP Basic auth; FILE from 'htpasswd -B'
+      --token-realm URL    require bearer tokens from the token service at URL, checked
+      --token-service S    for audience S, issuer I and signed by the key (PEM public key
+      --token-issuer I     or certificate) in FILE; a token's access claim must grant
+      --token-key FILE     pull/push/delete on the repository (as the CNCF registry's auth.token)
       --tls-cert FILE      serve HTTPS with this certificate (PEM) ...
       --tls-key FILE       ... and this key
       --log-level LEVEL    debug, info (a line per request, default), warn, error
@@ -65,6 +69,17 @@ in the CNCF layout, e.g. a cluster image's registry/).
       --exclude PATTERN    leave these out; repeatable
 ${TRANSFER_HELP}`;
 
+/** --token-realm, --token-service, --token-issuer, --token-key: all four or none. */
+function tokenOptions(flags: Record<string, unknown>): { realm: string; service: string; issuer: string; keyFile: string } | undefined {
+  const names = ['token-realm', 'token-service', 'token-issuer', 'token-key'] as const;
+  const given = names.filter((n) => flags[n] !== undefined);
+  if (given.length === 0) return undefined;
+  if (given.length !== names.length) {
+    throw new SealimgError('USAGE', `token auth needs ${names.map((n) => `--${n}`).join(', ')}; missing ${names.filter((n) => !given.includes(n)).map((n) => `--${n}`).join(', ')}`);
+  }
+  return { realm: flags['token-realm'] as string, service: flags['token-service'] as string, issuer: flags['token-issuer'] as string, keyFile: flags['token-key'] as string };
+}
+
 async function serve(ctx: Context, flags: Record<string, unknown>): Promise<number> {
   const level = (flags['log-level'] as string | undefined) ?? 'info';
   if (!LEVELS.includes(level as Level)) throw new SealimgError('USAGE', `--log-level "${level}" must be one of ${LEVELS.join(', ')}`);
@@ -77,6 +92,7 @@ async function serve(ctx: Context, flags: Record<string, unknown>): Promise<numb
     htpasswd: flags.htpasswd as string | undefined,
     tlsCert: flags['tls-cert'] as string | undefined,
     tlsKey: flags['tls-key'] as string | undefined,
+    token: tokenOptions(flags),
     proxy: flags.proxy as string[] | undefined,
     proxyTagTtlMs: flags['proxy-tag-ttl'] === undefined ? undefined : parseDuration(flags['proxy-tag-ttl'] as string, '--proxy-tag-ttl'),
     warn: (m) => ctx.stderr.write(`${new Date().toISOString()} warning: ${m}\n`),
@@ -86,7 +102,7 @@ async function serve(ctx: Context, flags: Record<string, unknown>): Promise<numb
     },
   });
   const proxies = (flags.proxy as string[] | undefined) ?? [];
-  const extras = [flags['read-only'] ? 'read-only' : '', flags.htpasswd ? 'htpasswd auth' : '', proxies.length ? `mirror of ${proxies.join(', ')}` : ''].filter(Boolean);
+  const extras = [flags['read-only'] ? 'read-only' : '', flags.htpasswd ? 'htpasswd auth' : '', flags['token-realm'] ? 'token auth' : '', proxies.length ? `mirror of ${proxies.join(', ')}` : ''].filter(Boolean);
   ctx.stdout.write(`sealimg registry serving ${root} at ${server.url}${extras.length ? ` (${extras.join(', ')})` : ''}\n`);
   await new Promise<void>((resolve) => {
     if (ctx.signal.aborted) resolve();
@@ -167,6 +183,10 @@ const command: Command = {
     'tls-key': { type: 'string' },
     'log-level': { type: 'string' },
     proxy: { type: 'string', multiple: true },
+    'token-realm': { type: 'string' },
+    'token-service': { type: 'string' },
+    'token-issuer': { type: 'string' },
+    'token-key': { type: 'string' },
     'proxy-tag-ttl': { type: 'string' },
     'dry-run': { type: 'boolean' },
     'delete-untagged': { type: 'boolean' },
