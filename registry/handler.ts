@@ -316,7 +316,7 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       return;
     }
     c.req.resume();
-    send(c.res, 202, { ...uploadHeaders(name, id, 0), 'OCI-Chunk-Min-Length': 0 });
+    send(c.res, 202, uploadHeaders(name, id, 0));
   }
 
   async function upload(c: Call, name: string, id: string): Promise<void> {
