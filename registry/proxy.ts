@@ -117,7 +117,8 @@ export class PullThrough {
     }
     const cached = await repo.resolveTag(reference);
     if (cached) {
-      const age = Date.now() - (await stat(this.storage.layout.tagCurrentLink(t.local, reference))).mtimeMs;
+      const linked = await stat(this.storage.layout.tagCurrentLink(t.local, reference)).catch(() => undefined);
+      const age = linked ? Date.now() - linked.mtimeMs : Infinity;
       const m = await repo.manifest(cached);
       if (m && age < this.ttl) return m;
       try {
