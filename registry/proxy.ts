@@ -187,7 +187,13 @@ export class PullThrough {
     return r && { size: r.size, stream: r.stream };
   }
 
-  private async download(t: ProxyTarget, digest: string): Promise<{ size: number; stream: Readable; done: Promise<void> } | undefined> {
+  private async download(t: ProxyTarget, digest: string): Promise<{ size: number; stream?: Readable; done: Promise<void> } | undefined> {
+    // A download that finished between the caller's look at the disk and now: nothing to fetch.
+    const have = await this.storage.blobSize(digest);
+    if (have !== undefined) {
+      await this.storage.repository(t.local).linkBlob(digest);
+      return { size: have, done: Promise.resolve() };
+    }
     const size = await this.blobSize(t, digest);
     if (size === undefined) return undefined;
     const remote = await this.remote(t);
