@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { ok, run, sealimg } from '../helpers/cli.js';
-import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
+import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
 import { serveRegistry, type ServedRegistry } from '../helpers/sealimg-registry.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -102,17 +102,17 @@ test('docker-registry and sealimg serve one directory at once, each serving what
   const src = await sourceLayout();
   const root = await tmpDir();
   const ours = track(await serveRegistry(root));
-  const theirs: RunningRegistry = track(await startDistribution(root, await tmpDir()));
+  const theirs: RunningRegistry = track(await startDistribution({ root: root }));
   await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${ours.addr}/from/sealimg:v1`]);
-  await ok('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${src.dir}:multi`, `docker://${theirs.addr}/from/cncf:v1`]);
-  assert.is(await digestOf(['--tls-verify=false', `docker://${theirs.addr}/from/sealimg:v1`]), src.digest);
+  await ok('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${src.dir}:multi`, `docker://${theirs.host}/from/cncf:v1`]);
+  assert.is(await digestOf(['--tls-verify=false', `docker://${theirs.host}/from/sealimg:v1`]), src.digest);
   const out = await tmpDir();
-  await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${theirs.addr}/from/sealimg:v1`, `oci:${out}:a`]);
+  await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${theirs.host}/from/sealimg:v1`, `oci:${out}:a`]);
   await ok('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${ours.addr}/from/cncf:v1`, `oci:${out}:b`]);
   const index = JSON.parse(await readFile(join(out, 'index.json'), 'utf8'));
   assert.equal(index.manifests.map((m: { digest: string }) => m.digest).sort(), [src.digest, src.index].sort());
   const cat = await (await fetch(`${ours.url}/v2/_catalog`)).json();
-  assert.equal(cat, await (await fetch(`http://${theirs.addr}/v2/_catalog`)).json());
+  assert.equal(cat, await (await fetch(`http://${theirs.host}/v2/_catalog`)).json());
 });
 
 test('kill -9 during an upload: after restart no partial blob is visible and the upload goes on', async () => {

@@ -15,7 +15,7 @@ import { DistributionStorage } from '../../registry/storage/distribution.js';
 import { DistributionStore } from '../../registry/storage/store.js';
 import { Uploads } from '../../registry/storage/uploads.js';
 import { ok, sealimg } from '../helpers/cli.js';
-import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
+import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { makeImage } from '../helpers/images.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
@@ -69,10 +69,10 @@ test('keeps every revision by default, sweeps orphans; --delete-untagged drops t
   for (const d of [f.b.manifest, f.b.config, f.b.layers[1]!]) assert.is(await f.storage.blobSize(d.digest), undefined, d.digest);
   for (const d of [f.a.manifest, f.a.config, ...f.a.layers]) assert.is(await f.storage.blobSize(d.digest), d.size, d.digest);
 
-  server = await startDistribution(f.root, await tmpDir());
+  server = await startDistribution({ root: f.root });
   const out = await tmpDir();
-  await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${server.addr}/team/app:a`, `oci:${out}:a`]);
-  const gone = await fetch(`http://${server.addr}/v2/team/app/manifests/${f.b.manifest.digest}`);
+  await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${server.host}/team/app:a`, `oci:${out}:a`]);
+  const gone = await fetch(`http://${server.host}/v2/team/app/manifests/${f.b.manifest.digest}`);
   assert.is(gone.status, 404);
 });
 

@@ -15,7 +15,7 @@ import { OCI_MANIFEST } from '../../src/oci/mediatypes.js';
 import { startRegistry, type RunningServer } from '../../registry/server.js';
 import type { RequestLog } from '../../registry/handler.js';
 import { ok } from '../helpers/cli.js';
-import { startDistribution } from '../helpers/distribution-server.js';
+import { startRegistry as startDistribution } from '../helpers/registry.js';
 import { http } from '../helpers/http.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
 import { serveRegistry } from '../helpers/sealimg-registry.js';
@@ -43,10 +43,10 @@ const inspect = async (ref: string) => (await ok('skopeo', ['inspect', '--tls-ve
 
 test('pulls through from docker-registry; with the upstream stopped the cached images still pull', async () => {
   const src = await source();
-  const upstream = track(await startDistribution(await tmpDir(), await tmpDir()));
-  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${upstream.addr}/team/app:v1`]);
-  await ok('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${src.dir}:multi`, `docker://${upstream.addr}/team/multi:v1`]);
-  const mirror = track(await serveRegistry(await tmpDir(), ['--proxy', `http://${upstream.addr}`, '--proxy-tag-ttl', '0']));
+  const upstream = track(await startDistribution());
+  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${upstream.host}/team/app:v1`]);
+  await ok('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${src.dir}:multi`, `docker://${upstream.host}/team/multi:v1`]);
+  const mirror = track(await serveRegistry(await tmpDir(), ['--proxy', `http://${upstream.host}`, '--proxy-tag-ttl', '0']));
   const out = await tmpDir();
   await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${mirror.addr}/team/app:v1`, `oci:${out}:a`]);
   await ok('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${mirror.addr}/team/multi:v1`, `oci:${out}:m`]);
@@ -67,11 +67,11 @@ async function run405(base: string): Promise<number> {
 
 test('several upstreams, picked by registry host in the path or by ?ns=', async () => {
   const src = await source();
-  const a = track(await startDistribution(await tmpDir(), await tmpDir()));
+  const a = track(await startDistribution());
   const b = track(await startRegistry({ addr: '127.0.0.1:0', root: await tmpDir() }));
-  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${a.addr}/team/app:v1`]);
+  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${a.host}/team/app:v1`]);
   await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:two`, `docker://${b.host}/team/app:v1`]);
-  const mirror = track(await serveRegistry(await tmpDir(), ['--proxy', `a.example=http://${a.addr}`, '--proxy', `b.example=http://${b.host}`]));
+  const mirror = track(await serveRegistry(await tmpDir(), ['--proxy', `a.example=http://${a.host}`, '--proxy', `b.example=http://${b.host}`]));
   assert.is(await inspect(`docker://${mirror.addr}/a.example/team/app:v1`), src.one);
   assert.is(await inspect(`docker://${mirror.addr}/b.example/team/app:v1`), src.two);
   const ns = await http(mirror.url, 'GET', '/v2/team/app/manifests/v1?ns=b.example', { headers: { Accept: OCI_MANIFEST } });

@@ -13,7 +13,7 @@ import { DistributionStore } from '../../registry/storage/store.js';
 import { startRegistry, type RunningServer } from '../../registry/server.js';
 import { globMatcher } from '../../registry/sync.js';
 import { ok, sealimg } from '../helpers/cli.js';
-import { startDistribution, type RunningRegistry } from '../helpers/distribution-server.js';
+import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
@@ -69,23 +69,23 @@ test('a broken image is reported at the end with exit 1; the others still reach 
   const f = await filledDirectory();
   const storage = await DistributionStorage.open(f.root);
   await rm(storage.layout.blobData(f.b.layers[1]!.digest));
-  const target = await startDistribution(await tmpDir(), await tmpDir());
+  const target = await startDistribution();
   running.push(target);
-  const r = await sealimg(await tmpDir(), ['registry', 'sync', '--plain-http', '--retry-times', '0', `distribution:${f.root}`, target.addr]);
+  const r = await sealimg(await tmpDir(), ['registry', 'sync', '--plain-http', '--retry-times', '0', `distribution:${f.root}`, target.host]);
   assert.is(r.code, 1);
   assert.match(r.stdout, /3 copied, 0 already there, 1 failed/);
   assert.match(r.stdout, /failed: team\/b:v1: .*sha256:/);
   const out = await tmpDir();
-  await ok('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${target.addr}/other/c:v1`, `oci:${out}:c`]);
-  assert.ok(await inspect(`docker://${target.addr}/team/a:v1`));
+  await ok('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${target.host}/other/c:v1`, `oci:${out}:c`]);
+  assert.ok(await inspect(`docker://${target.host}/team/a:v1`));
 });
 
 test('a registry into a directory that docker-registry then serves', async () => {
   const f = await filledDirectory();
-  const source = await startDistribution(f.root, await tmpDir());
+  const source = await startDistribution({ root: f.root });
   running.push(source);
   const dir = await tmpDir();
-  const r = await sealimg(await tmpDir(), ['registry', 'sync', '--plain-http', '--include', 'team/a:v1', source.addr, `distribution:${dir}`]);
+  const r = await sealimg(await tmpDir(), ['registry', 'sync', '--plain-http', '--include', 'team/a:v1', source.host, `distribution:${dir}`]);
   assert.is(r.code, 0, r.stderr + r.stdout);
   assert.match(r.stdout, /1 copied/);
   const dist = await DistributionStore.open(dir);
