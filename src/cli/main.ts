@@ -16,7 +16,7 @@ interface Entry {
 
 /** Every command, in the order `sealimg --help` lists them. */
 const COMMANDS: Record<string, Entry> = {
-  build: { summary: 'Build a cluster image from a Sealfile/Kubefile', planned: 'the build issue' },
+  build: { summary: 'Build a cluster image from a Sealfile/Kubefile', load: () => import('./commands/build.js') },
   merge: { summary: 'Merge several cluster images into one', planned: 'the build issue' },
   images: { summary: 'List images in the local store', load: () => import('./commands/images.js') },
   inspect: { summary: 'Show an image\'s digest, manifest and config as JSON', load: () => import('./commands/inspect.js') },
@@ -28,17 +28,17 @@ const COMMANDS: Record<string, Entry> = {
   copy: { summary: 'Copy an image between any two locations', load: () => import('./commands/copy.js') },
   login: { summary: 'Save credentials for a registry', load: () => import('./commands/login.js') },
   logout: { summary: 'Remove saved credentials for a registry', load: () => import('./commands/logout.js') },
-  save: { summary: 'Write images to a tarball for offline sites', planned: 'the save/load issue' },
-  load: { summary: 'Read images from a tarball into the local store', planned: 'the save/load issue' },
+  save: { summary: 'Write images to a tarball for offline sites', load: () => import('./commands/save.js') },
+  load: { summary: 'Read images from a tarball into the local store', load: () => import('./commands/load.js') },
   registry: { summary: 'Serve, sync and garbage-collect an OCI registry', load: () => import('./commands/registry.js') },
-  run: { summary: 'Install cluster images onto hosts over SSH', planned: 'the runner issue' },
+  run: { summary: 'Install cluster images onto hosts over SSH', load: () => import('./commands/run.js') },
   add: { summary: 'Add masters or nodes to a cluster', planned: 'the runner issue (part 2)' },
   delete: { summary: 'Remove masters or nodes from a cluster', planned: 'the runner issue (part 2)' },
-  reset: { summary: 'Undo a cluster installation on every host', planned: 'the runner issue' },
+  reset: { summary: 'Undo a cluster installation on every host', load: () => import('./commands/reset.js') },
   cert: { summary: 'Add names to the apiserver certificate', planned: 'the runner issue (part 2)' },
-  exec: { summary: 'Run a command on cluster hosts', planned: 'the runner issue' },
-  scp: { summary: 'Copy a file to cluster hosts', planned: 'the runner issue' },
-  status: { summary: 'Show a cluster\'s hosts and state', planned: 'the runner issue' },
+  exec: { summary: 'Run a command on cluster hosts', load: () => import('./commands/exec.js') },
+  scp: { summary: 'Copy a file to cluster hosts', load: () => import('./commands/scp.js') },
+  status: { summary: 'Show a cluster\'s hosts and state', load: () => import('./commands/status.js') },
   version: { summary: 'Print the sealimg version', load: () => import('./commands/version.js') },
 };
 

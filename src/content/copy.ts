@@ -205,6 +205,7 @@ function counted(body: Readable, digest: string, report: (bytes: number) => void
     },
   });
   body.on('error', (e) => counter.destroy(e));
+  counter.on('error', () => undefined); // reported by the consumer's pipeline (see VerifyStream)
   body.pipe(counter);
   return isVerified(body, digest) ? markVerified(counter, digest) : counter;
 }

@@ -6,6 +6,8 @@
  */
 import { SealimgError } from '../errors.js';
 import { normalizeReference } from '../oci/reference.js';
+import { ArchiveReader } from './archive-reader.js';
+import { ArchiveWriter } from './archive-writer.js';
 import { OciLayoutStore } from './oci-layout.js';
 import type { RegistryOptions } from './registry-client.js';
 import type { ReadOnlyStore, Store } from './store.js';
@@ -42,13 +44,6 @@ function splitPathRef(rest: string): { path: string; ref: string } {
   return colon < 0 ? { path: rest, ref: '' } : { path: rest.slice(0, colon), ref: rest.slice(colon + 1) };
 }
 
-const notYet = (what: string, issue: string): StoreFactory => {
-  const fail = async (): Promise<never> => {
-    throw new SealimgError('NOT_IMPLEMENTED', `${what} are not supported in this version of sealimg`, { hint: `tracked in ${issue}` });
-  };
-  return { source: fail, destination: fail };
-};
-
 /** The one table of factories: a new place to keep images is one new entry. */
 export const factories: Record<LocationKind, StoreFactory> = {
   local: {
@@ -59,8 +54,14 @@ export const factories: Record<LocationKind, StoreFactory> = {
     source: (loc) => OciLayoutStore.open(loc.path!),
     destination: (loc) => OciLayoutStore.open(loc.path!, { create: true }),
   },
-  'oci-archive': notYet('oci-archive tarballs', 'the save/load issue'),
-  'docker-archive': notYet('docker-archive tarballs', 'the save/load issue'),
+  'oci-archive': {
+    source: (loc) => ArchiveReader.open(loc.path!),
+    destination: (loc) => ArchiveWriter.create(loc.path!, { format: 'oci-archive' }),
+  },
+  'docker-archive': {
+    source: (loc) => ArchiveReader.open(loc.path!),
+    destination: (loc) => ArchiveWriter.create(loc.path!, { format: 'docker-archive' }),
+  },
   // A CNCF registry storage directory (`distribution:DIR:REPO:TAG`); the store lives with the registry server.
   distribution: {
     source: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!),

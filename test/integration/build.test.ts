@@ -1,0 +1,256 @@
+/**
+ * `sealimg build` end to end, checked by independent tools: umoci unpacks what
+ * was built (files, contents, modes, whiteouts applied), skopeo reads its
+ * labels and config, `tar` lists the layer entries. Also determinism, and
+ * that every failure leaves the store exactly as it was.
+ */
+import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { chmod, cp, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ok, run, sealimg } from '../helpers/cli.js';
+import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+
+const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
+const Build = suite('build');
+
+/** Writes a context from an object literal: `path: content` or `path: [content, mode]` or `path: {link}`. */
+async function context(files: Record<string, string | [string, number] | { link: string }>): Promise<string> {
+  const dir = await tmpDir('sealimg-ctx-');
+  for (const [path, v] of Object.entries(files)) {
+    const host = join(dir, path);
+    await mkdir(join(host, '..'), { recursive: true });
+    if (typeof v === 'object' && !Array.isArray(v)) await symlink(v.link, host);
+    else {
+      await writeFile(host, Array.isArray(v) ? v[0] : v);
+      await chmod(host, Array.isArray(v) ? v[1] : 0o644);
+    }
+  }
+  return dir;
+}
+
+/** Every path under `dir` as `type mode path [sha256|target]`, sorted: what a user compares by eye. */
+async function tree(dir: string, skip: (rel: string) => boolean = () => false): Promise<string[]> {
+  const out: string[] = [];
+  const visit = async (rel: string): Promise<void> => {
+    for (const n of (await readdir(join(dir, rel))).sort()) {
+      const r = rel ? `${rel}/${n}` : n;
+      if (skip(r)) continue;
+      const st = await lstat(join(dir, r));
+      const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+      if (st.isDirectory()) {
+        out.push(`d ${mode} ${r}`);
+        await visit(r);
+      } else if (st.isSymbolicLink()) out.push(`l ${r} -> ${await readlink(join(dir, r))}`);
+      else out.push(`f ${mode} ${r} ${createHash('sha256').update(await readFile(join(dir, r))).digest('hex').slice(0, 16)}`);
+    }
+  };
+  await visit('');
+  return out;
+}
+
+/** What a failed command must not change: every blob and the index. */
+async function storeState(root: string): Promise<string> {
+  const blobs = await readdir(join(root, 'blobs', 'sha256')).catch(() => [] as string[]);
+  const index = await readFile(join(root, 'index.json'), 'utf8').catch(() => '');
+  return `${blobs.sort().join('\n')}\n${index}`;
+}
+
+async function unpack(root: string, ref: string): Promise<string> {
+  const out = join(await tmpDir('sealimg-unpack-'), 'bundle');
+  await ok('umoci', ['unpack', '--rootless', '--image', `${root}:${ref}`, out]);
+  return join(out, 'rootfs');
+}
+
+async function buildOk(root: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  const r = await sealimg(root, ['build', ...args], { env });
+  assert.is(r.code, 0, `build failed:\n${r.stderr}`);
+  return r.stdout.trim();
+}
+
+async function manifestOf(root: string, ref: string): Promise<{ layers: Array<{ digest: string }>; annotations?: Record<string, string> }> {
+  return JSON.parse(await ok('skopeo', ['inspect', '--raw', `oci:${root}:${ref}`]));
+}
+
+Build.after.each(cleanupTmp);
+
+Build('app-hello example: umoci unpack gives exactly the context files and modes; skopeo reads labels and config', async () => {
+  const root = await tmpDir();
+  const ctx = join(await tmpDir(), 'app-hello');
+  await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
+  await writeFile(join(ctx, 'manifests', 'old.yaml.bak'), 'ignored by .sealignore');
+  const digest = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--build-arg', 'VERSION=v2', '--label', 'team=infra', ctx]);
+  assert.match(digest, /^sha256:[a-f0-9]{64}$/);
+  const want = (await tree(ctx, (r) => ['Sealfile', '.sealignore'].includes(r) || r.endsWith('.bak')))
+    // COPY --chmod=755 scripts: the directory and its files
+    .map((l) => (l.startsWith('f ') && l.includes(' scripts/')) || l === 'd 0755 scripts' ? l.replace(/^([fd]) \d{4}/, '$1 0755') : l);
+  assert.equal(await tree(await unpack(root, 'example.com/app-hello:v1')), want);
+
+  const info = JSON.parse(await ok('skopeo', ['inspect', `oci:${root}:example.com/app-hello:v1`]));
+  assert.is(info.Digest, digest);
+  assert.equal(info.Labels, { 'sealos.io.type': 'application', 'sealos.io.version': 'v1beta1', 'org.opencontainers.image.version': 'v2', team: 'infra' });
+  assert.equal(info.Env, ['NAMESPACE=hello']);
+  const config = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/app-hello:v1`]));
+  assert.equal(config.config.Cmd, ['bash scripts/install.sh']);
+  assert.is(config.created, '1970-01-01T00:00:00Z');
+  assert.equal(config.history.map((h: { created_by: string; empty_layer?: boolean }) => [h.created_by.split(' ')[0], h.empty_layer ?? false]), [
+    ['ARG', true], ['LABEL', true], ['ENV', true], ['COPY', false], ['COPY', false], ['COPY', false], ['CMD', true],
+  ]);
+  assert.is(config.rootfs.diff_ids.length, 3);
+});
+
+Build('rootfs-mini example: RUN output lands in the image; sealos labels kept as given', async () => {
+  const root = await tmpDir();
+  await buildOk(root, ['-t', 'example.com/rootfs-mini:v1', join(EXAMPLES, 'rootfs-mini')]);
+  const fs = await unpack(root, 'example.com/rootfs-mini:v1');
+  assert.is(await readFile(join(fs, 'statics', 'kube-version'), 'utf8'), 'v1.28.0\n');
+  assert.is((await lstat(join(fs, 'etc', 'registry.yml.tmpl'))).mode & 0o777, 0o600);
+  assert.is((await lstat(join(fs, 'bin', 'kubeadm'))).mode & 0o777, 0o755);
+  const info = JSON.parse(await ok('skopeo', ['inspect', `oci:${root}:example.com/rootfs-mini:v1`]));
+  assert.equal(info.Labels, { 'sealos.io.type': 'rootfs', 'sealos.io.version': 'v1beta1', version: 'v1.28.0', init: 'init.sh', clean: 'clean.sh' });
+});
+
+Build('one context gives one digest (two stores, two runs); changing one file changes only its layer', async () => {
+  const files = { Sealfile: 'FROM scratch\nCOPY a /a/\nCOPY b /b/\nRUN cat a/x b/y > both\n', 'a/x': 'x1', 'b/y': 'y1' };
+  const ctx = await context(files);
+  const [r1, r2] = [await tmpDir(), await tmpDir()];
+  const d1 = await buildOk(r1, ['-t', 'example.com/det:1', ctx]);
+  const d2 = await buildOk(r2, ['-t', 'example.com/det:1', ctx]);
+  const d3 = await buildOk(r1, ['-t', 'example.com/det:2', ctx]);
+  assert.is(d1, d2);
+  assert.is(d1, d3);
+  const epoch = await buildOk(r2, ['-t', 'example.com/det:epoch', ctx], { SOURCE_DATE_EPOCH: '1700000000' });
+  assert.is.not(epoch, d1);
+
+  await writeFile(join(ctx, 'b', 'y'), 'y2');
+  await buildOk(r1, ['-t', 'example.com/det:3', ctx]);
+  const before = (await manifestOf(r1, 'example.com/det:1')).layers.map((l) => l.digest);
+  const after = (await manifestOf(r1, 'example.com/det:3')).layers.map((l) => l.digest);
+  assert.is(after[0], before[0], 'the layer of a/ is unchanged');
+  assert.is.not(after[1], before[1], 'the layer of b/ changed');
+  assert.is.not(after[2], before[2], 'the RUN that read b/y changed');
+});
+
+Build('RUN that writes, changes and deletes files: a layer of exactly those changes, deletions as whiteouts', async () => {
+  const root = await tmpDir();
+  const base = await context({ Sealfile: 'FROM scratch\nCOPY . /\n', keep: 'k', change: 'c1', gone: 'g', 'dir/inner': 'i', 'dir2/stays': 's' });
+  await buildOk(root, ['-t', 'example.com/base:1', '-f', join(base, 'Sealfile'), base]);
+  const child = await context({ Sealfile: 'FROM example.com/base:1\nRUN echo new > new && echo c2 > change && rm gone Sealfile && rm -r dir && chmod 700 dir2\n' });
+  await buildOk(root, ['-t', 'example.com/child:1', child]);
+  const m = await manifestOf(root, 'example.com/child:1');
+  assert.is(m.layers.length, 2);
+  const listing = await ok('tar', ['tzf', join(root, 'blobs', 'sha256', m.layers[1]!.digest.slice(7))]);
+  assert.equal(listing.trim().split('\n'), ['.wh.Sealfile', '.wh.dir', '.wh.gone', 'change', 'dir2/', 'new']);
+  assert.equal(await tree(await unpack(root, 'example.com/child:1')), [
+    `f 0644 change ${createHash('sha256').update('c2\n').digest('hex').slice(0, 16)}`,
+    'd 0700 dir2',
+    `f 0644 dir2/stays ${createHash('sha256').update('s').digest('hex').slice(0, 16)}`,
+    `f 0644 keep ${createHash('sha256').update('k').digest('hex').slice(0, 16)}`,
+    `f 0644 new ${createHash('sha256').update('new\n').digest('hex').slice(0, 16)}`,
+  ]);
+  const config = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/child:1`]));
+  assert.is(config.rootfs.diff_ids.length, 2);
+  assert.is(config.history.length, 2);
+});
+
+Build('COPY --from another image, ADD unpacks a tar.gz, ADD of a URL is checked against --checksum', async () => {
+  const root = await tmpDir();
+  const other = await context({ Sealfile: 'FROM scratch\nCOPY bin /opt/bin/\n', 'bin/tool': ['#!/bin/sh\n', 0o755] });
+  await buildOk(root, ['-t', 'example.com/other:1', other]);
+  const body = 'kind: ConfigMap\n';
+  const sum = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/files/cm.yaml') res.end(body);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const ctx = await context({
+      Sealfile: `FROM scratch\nCOPY --from=example.com/other:1 /opt/bin/tool /bin/\nADD pkg.tar.gz /pkg/\nADD --checksum=${sum} http://127.0.0.1:${port}/files/cm.yaml /manifests/\n`,
+      'src/a.txt': 'A',
+      'src/sub/b.txt': ['B', 0o600],
+    });
+    await ok('tar', ['-czf', join(ctx, 'pkg.tar.gz'), '-C', join(ctx, 'src'), '.']);
+    await buildOk(root, ['-t', 'example.com/mixed:1', ctx]);
+    const fs = await unpack(root, 'example.com/mixed:1');
+    assert.equal(await tree(fs), [
+      'd 0755 bin',
+      `f 0755 bin/tool ${createHash('sha256').update('#!/bin/sh\n').digest('hex').slice(0, 16)}`,
+      'd 0755 manifests',
+      `f 0600 manifests/cm.yaml ${createHash('sha256').update(body).digest('hex').slice(0, 16)}`,
+      'd 0755 pkg',
+      `f 0644 pkg/a.txt ${createHash('sha256').update('A').digest('hex').slice(0, 16)}`,
+      'd 0755 pkg/sub',
+      `f 0600 pkg/sub/b.txt ${createHash('sha256').update('B').digest('hex').slice(0, 16)}`,
+    ]);
+
+    const bad = await context({ Sealfile: `FROM scratch\nADD --checksum=sha256:${'0'.repeat(64)} http://127.0.0.1:${port}/files/cm.yaml /m/\n` });
+    const before = await storeState(root);
+    const r = await sealimg(root, ['build', '-t', 'example.com/bad:1', bad]);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /Sealfile:2:1: ADD http:\/\/127\.0\.0\.1:\d+\/files\/cm\.yaml: content hashes to sha256:/);
+    assert.match(r.stderr, /\[DIGEST_MISMATCH\]/);
+    assert.is(await storeState(root), before);
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+});
+
+Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and image extension", async () => {
+  const root = await tmpDir();
+  const ctx = await context({
+    Kubefile: 'FROM scratch\nKUBEVERSION 1.19-1.28\nAPP dash local://dash.yaml\nCNI calico local://calico/install.sh\nAPPENV dash ns=kube-system\nLAUNCH ["calico", "dash"]\n',
+    'dash.yaml': 'kind: Namespace\n',
+    'calico/install.sh': ['#!/bin/sh\n', 0o755],
+  });
+  await buildOk(root, ['-t', 'example.com/apps:1', ctx]);
+  const m = await manifestOf(root, 'example.com/apps:1');
+  const ext = JSON.parse(m.annotations!['sealer.image.extension']!);
+  assert.equal(ext.applications, [
+    { name: 'dash', type: 'kube', launchfiles: ['dash.yaml'], version: 'v1', env: { ns: 'kube-system' } },
+    { name: 'calico', type: 'shell', launchfiles: ['install.sh'], version: 'v1' },
+  ]);
+  assert.equal(ext.launch, { app_names: ['calico', 'dash'] });
+  assert.is(ext.type, 'app-installer');
+  const info = JSON.parse(await ok('skopeo', ['inspect', `oci:${root}:example.com/apps:1`]));
+  assert.is(info.Labels['app.alpha.sealer.io/supported-kube-version'], '1.19-1.28');
+  assert.is(info.Labels['cluster.alpha.sealer.io/kube-cni-calico'], 'true');
+  const fs = await unpack(root, 'example.com/apps:1');
+  assert.is(await readFile(join(fs, 'application', 'apps', 'dash', 'dash.yaml'), 'utf8'), 'kind: Namespace\n');
+});
+
+Build('bad input: a clear error with file:line, exit 1, and the store exactly as it was', async () => {
+  const root = await tmpDir();
+  await buildOk(root, ['-t', 'example.com/keep:1', await context({ Sealfile: 'FROM scratch\nCOPY f /f\n', f: 'x' })]);
+  const outside = await tmpDir();
+  await writeFile(join(outside, 'secret'), 'do not copy');
+  const cases: Array<[string, Record<string, string | [string, number] | { link: string }>, RegExp]> = [
+    ['unknown instruction', { Sealfile: 'FROM scratch\n\n  BOGUS x\n' }, /Sealfile:3:3: unknown instruction "BOGUS" \[SEALFILE_SYNTAX\]/],
+    ['bad flag', { Sealfile: 'FROM scratch\nCOPY --nope=1 f /\n', f: 'x' }, /Sealfile:2:6: COPY does not take --nope \[SEALFILE_SYNTAX\]/],
+    ['unterminated quote', { Sealfile: 'FROM scratch\nLABEL a="b\n' }, /Sealfile:2:1: unterminated double quote .*\[SEALFILE_SYNTAX\]/],
+    ['missing source', { Sealfile: 'FROM scratch\nCOPY a.txt b.txt /x/\n', 'a.txt': 'a' }, /Sealfile:2:1: b\.txt: no such file or directory in the build context \[BUILD_FAILED\]/],
+    ['ignored source', { Sealfile: 'FROM scratch\nCOPY secret.key /\n', 'secret.key': 'k', '.sealignore': '*.key\n' }, /secret\.key: no such file .*\.sealignore excludes it/],
+    ['path escape', { Sealfile: 'FROM scratch\nCOPY ../x /\n' }, /Sealfile:2:1: \.\.\/x is outside the build context/],
+    ['symlink escape', { Sealfile: 'FROM scratch\nCOPY link /\n', link: { link: join(outside, 'secret') } }, /Sealfile:2:1: link is outside the build context \(the symlink link points to /],
+    ['symlink escape in a directory', { Sealfile: 'FROM scratch\nCOPY d /d/\n', 'd/ok': 'x', 'd/up': { link: '../../etc/passwd' } }, /d\/up is outside the build context/],
+    ['failing RUN', { Sealfile: 'FROM scratch\nCOPY f /f\nRUN echo about to fail && echo to-stderr >&2 && exit 3\n', f: 'x' }, /Sealfile:3:1: RUN \/bin\/sh -c .* exited 3; its output:\nabout to fail\nto-stderr/],
+    ['unknown base image', { Sealfile: 'FROM example.com/nope:1\n' }, /Sealfile:1:1: example\.com\/nope:1: no such image in the local store/],
+    ['unreachable URL', { Sealfile: 'FROM scratch\nADD http://127.0.0.1:9/x.yaml /\n' }, /Sealfile:2:1: ADD http:\/\/127\.0\.0\.1:9\/x\.yaml: .*\[NETWORK\]/],
+  ];
+  for (const [name, files, want] of cases) {
+    const before = await storeState(root);
+    const r = await sealimg(root, ['build', '-t', 'example.com/bad:1', await context(files)]);
+    assert.is(r.code, 1, `${name}: exit code\n${r.stderr}`);
+    assert.match(r.stderr, want, `${name}: ${r.stderr}`);
+    assert.is(await storeState(root), before, `${name}: the store changed`);
+  }
+  const images = await run(process.execPath, [join(fileURLToPath(new URL('../../src/cli/main.js', import.meta.url))), '--root', root, 'images']);
+  assert.not.match(images.stdout, /bad/);
+});
+
+Build.run();
