@@ -22,6 +22,8 @@ import { digestOf } from '../oci/digest.js';
 import { OCI_CONFIG, OCI_MANIFEST, isIndex } from '../oci/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
 import { parseImageConfig, parseManifest } from '../oci/validate.js';
+import { normalizeReference } from '../oci/reference.js';
+import { discoverImages } from './discover.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { writeLayer, type Compression } from './layer.js';
 import { parseSealfile } from './parse.js';
@@ -34,6 +36,8 @@ import type { LayerEntry } from './tar-writer.js';
 export const SEALER_EXTENSION = 'sealer.image.extension';
 export const BASE_NAME = 'org.opencontainers.image.base.name';
 export const BASE_DIGEST = 'org.opencontainers.image.base.digest';
+/** The container images a cluster image needs, as sealer records them: JSON [{"image": REF}]. */
+export const IMAGES_ANNOTATION = 'sealer.image.container.images';
 
 export interface BuildOptions {
   contextDir: string;
@@ -49,6 +53,8 @@ export interface BuildOptions {
   sourceDateEpoch?: number;
   /** Step lines and warnings. */
   log?: (line: string) => void;
+  /** List the container images the context needs (default true; `--save-images=false` turns it off). */
+  discoverImages?: boolean;
   /** Output of RUN commands as it comes. */
   onRunOutput?: (chunk: Buffer) => void;
   signal?: AbortSignal;
@@ -244,6 +250,10 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       annotations[BASE_NAME] = base.ref;
       annotations[BASE_DIGEST] = base.manifestDesc.digest;
     }
+    if (opts.discoverImages !== false) {
+      const found = await listImages(contextDir, ignore, log);
+      if (found.length) annotations[IMAGES_ANNOTATION] = JSON.stringify(found.map((image) => ({ image })));
+    }
     if (p.sealer || baseExtension.present) {
       annotations[SEALER_EXTENSION] = JSON.stringify(sealerExtension(p, baseExtension, appEntries));
     }
@@ -264,6 +274,27 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** Discovery, as the build shows it; references that do not parse are reported and left out. */
+async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: string) => void): Promise<string[]> {
+  const d = await discoverImages(contextDir, ignore);
+  for (const n of d.notes) log(`images: ${n}`);
+  const out: string[] = [];
+  for (const i of d.images) {
+    try {
+      out.push(normalizeReference(i.image));
+    } catch (e) {
+      log(`images: ${i.from}: skipped "${i.image}": ${(e as Error).message}`);
+    }
+  }
+  const unique = [...new Set(out)];
+  if (unique.length || d.archives.length) {
+    log(`images: ${unique.length} container image(s) found (listed in the ${IMAGES_ANNOTATION} annotation; embedding into registry/ is not done yet):`);
+    for (const i of unique) log(`  ${i}`);
+    for (const a of d.archives) log(`  ${a.image} (archive)`);
+  }
+  return unique;
 }
 
 async function pushJson(store: OciLayoutStore, mediaType: string, doc: unknown, added: Descriptor[]): Promise<Descriptor> {

@@ -98,9 +98,12 @@ Build('app-hello example: umoci unpack gives exactly the context files and modes
   assert.equal(config.config.Cmd, ['bash scripts/install.sh']);
   assert.is(config.created, '1970-01-01T00:00:00Z');
   assert.equal(config.history.map((h: { created_by: string; empty_layer?: boolean }) => [h.created_by.split(' ')[0], h.empty_layer ?? false]), [
-    ['ARG', true], ['LABEL', true], ['ENV', true], ['COPY', false], ['COPY', false], ['COPY', false], ['CMD', true],
+    ['ARG', true], ['LABEL', true], ['ENV', true], ['COPY', false], ['COPY', false], ['COPY', false], ['COPY', false], ['CMD', true],
   ]);
-  assert.is(config.rootfs.diff_ids.length, 3);
+  assert.is(config.rootfs.diff_ids.length, 4);
+  // The container images it needs: the shim list, the manifests' pod specs, the chart's values (no helm here).
+  const images = JSON.parse((await manifestOf(root, 'example.com/app-hello:v1')).annotations!['sealer.image.container.images']!);
+  assert.equal(images, [{ image: 'docker.io/library/nginx:1.25' }, { image: 'docker.io/library/busybox:1.36' }, { image: 'docker.io/library/redis:7.2' }]);
 });
 
 Build('rootfs-mini example: RUN output lands in the image; sealos labels kept as given', async () => {
