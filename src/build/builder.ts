@@ -97,7 +97,7 @@ async function readBuildFile(contextDir: string, file?: string): Promise<{ path:
   });
 }
 
-interface BaseImage {
+export interface BaseImage {
   ref: string;
   manifestDesc: Descriptor;
   manifest: ImageManifest;
@@ -105,7 +105,7 @@ interface BaseImage {
 }
 
 /** An image from the local store, picking `platform` out of an index. */
-async function loadImage(store: OciLayoutStore, name: string, platform: Platform | undefined, where: string): Promise<BaseImage> {
+export async function loadImage(store: OciLayoutStore, name: string, platform: Platform | undefined, where: string): Promise<BaseImage> {
   let found;
   try {
     found = await findImage(store, name);
@@ -297,7 +297,7 @@ async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: s
   return unique;
 }
 
-async function pushJson(store: OciLayoutStore, mediaType: string, doc: unknown, added: Descriptor[]): Promise<Descriptor> {
+export async function pushJson(store: OciLayoutStore, mediaType: string, doc: unknown, added: Descriptor[]): Promise<Descriptor> {
   const bytes = Buffer.from(JSON.stringify(doc));
   const desc: Descriptor = { mediaType, digest: digestOf(bytes), size: bytes.length };
   if (!(await store.exists(desc))) {

@@ -227,6 +227,30 @@ Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and imag
   assert.is(await readFile(join(fs, 'application', 'apps', 'dash', 'dash.yaml'), 'utf8'), 'kind: Namespace\n');
 });
 
+Build('merge: layers stacked and shared with the inputs, labels and env merged (later wins), CMDs concatenated, rootfs type kept', async () => {
+  const root = await tmpDir();
+  await buildOk(root, ['-t', 'example.com/rootfs-mini:v1', join(EXAMPLES, 'rootfs-mini')]);
+  await buildOk(root, ['-t', 'example.com/app-hello:v1', join(EXAMPLES, 'app-hello')]);
+  const r = await sealimg(root, ['merge', '-t', 'example.com/merged:1', 'example.com/rootfs-mini:v1', 'example.com/app-hello:v1']);
+  assert.is(r.code, 0, r.stderr);
+  const merged = (await manifestOf(root, 'example.com/merged:1')).layers.map((l) => l.digest);
+  const inputs = [...(await manifestOf(root, 'example.com/rootfs-mini:v1')).layers, ...(await manifestOf(root, 'example.com/app-hello:v1')).layers].map((l) => l.digest);
+  assert.equal(merged, inputs);
+  const config = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/merged:1`]));
+  assert.equal(config.config.Cmd, ['bash scripts/init.sh', 'bash scripts/install.sh']);
+  assert.is(config.config.Labels['sealos.io.type'], 'rootfs');
+  assert.is(config.config.Labels.version, 'v1.28.0');
+  assert.ok(config.config.Env.includes('NAMESPACE=hello') && config.config.Env.includes('registryPort=5000'));
+  const fs = await unpack(root, 'example.com/merged:1');
+  assert.ok((await lstat(join(fs, 'bin', 'kubeadm'))).isFile());
+  assert.ok((await lstat(join(fs, 'manifests', 'deployment.yaml'))).isFile());
+  const before = await storeState(root);
+  const bad = await sealimg(root, ['merge', '-t', 'example.com/merged:2', 'example.com/app-hello:v1', 'example.com/missing:1']);
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /example\.com\/missing:1: no such image in the local store/);
+  assert.is(await storeState(root), before);
+});
+
 Build('bad input: a clear error with file:line, exit 1, and the store exactly as it was', async () => {
   const root = await tmpDir();
   await buildOk(root, ['-t', 'example.com/keep:1', await context({ Sealfile: 'FROM scratch\nCOPY f /f\n', f: 'x' })]);
