@@ -4,7 +4,7 @@
  * labels and config, `tar` lists the layer entries. Also determinism, and
  * that every failure leaves the store exactly as it was.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chmod, cp, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
@@ -136,6 +136,26 @@ Build('one context gives one digest (two stores, two runs); changing one file ch
   assert.is(after[0], before[0], 'the layer of a/ is unchanged');
   assert.is.not(after[1], before[1], 'the layer of b/ changed');
   assert.is.not(after[2], before[2], 'the RUN that read b/y changed');
+});
+
+Build('big layers (many gzip members, compressed data stored) and long names read back exactly with umoci, tar and gzip', async () => {
+  const root = await tmpDir();
+  const long = `${'deep-directory-name/'.repeat(8)}${'f'.repeat(120)}.txt`;
+  const ctx = await context({ Sealfile: 'FROM scratch\nCOPY data /data/\n', [`data/${long}`]: 'long name', 'data/short': 'x' });
+  await writeFile(join(ctx, 'data', 'blob.tar.gz'), randomBytes(3 << 20));
+  await writeFile(join(ctx, 'data', 'text.log'), Array.from({ length: 60000 }, (_, i) => `line ${i} of a compressible log\n`).join(''));
+  await symlink(`../${'t'.repeat(150)}`, join(ctx, 'data', 'longlink'));
+  await buildOk(root, ['-t', 'example.com/big:1', ctx]);
+  assert.equal(await tree(await unpack(root, 'example.com/big:1')), await tree(ctx, (r) => r === 'Sealfile'));
+  const m = await manifestOf(root, 'example.com/big:1');
+  const blob = join(root, 'blobs', 'sha256', m.layers[0]!.digest.slice(7));
+  const names = (await ok('tar', ['tzf', blob])).trim().split('\n');
+  assert.ok(names.includes(`data/${long}`), 'GNU tar reads the PAX path');
+  // Stored, not deflated: the layer is hardly smaller than the random bytes it holds.
+  assert.ok((await lstat(blob)).size > 3 << 20);
+  const diffId = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/big:1`])).rootfs.diff_ids[0];
+  const gunzipped = await run('sh', ['-c', `gzip -dc < '${blob}' | sha256sum`]);
+  assert.is(`sha256:${gunzipped.stdout.split(' ')[0]}`, diffId, 'gzip reads every member; the diffID is the tar inside');
 });
 
 Build('RUN that writes, changes and deletes files: a layer of exactly those changes, deletions as whiteouts', async () => {
