@@ -25,7 +25,8 @@ import { parseImageConfig, parseManifest } from '../oci/validate.js';
 import { normalizeReference } from '../oci/reference.js';
 import { discoverImages } from './discover.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
-import { writeLayer, type Compression } from './layer.js';
+import { LayerCache } from './cache.js';
+import { GZIP_LEVEL, writeLayer, type Compression } from './layer.js';
 import { parseSealfile } from './parse.js';
 import { plan, planFrom, type CopyStep, type Plan, type RunStep, type SealerSpec } from './plan.js';
 import { applyEntries, diffSnapshots, runCommand, snapshot, unpackLayer } from './rootfs.js';
@@ -53,6 +54,8 @@ export interface BuildOptions {
   sourceDateEpoch?: number;
   /** Step lines and warnings. */
   log?: (line: string) => void;
+  /** Reuse COPY/ADD layers whose inputs did not change (default true). */
+  cache?: boolean;
   /** List the container images the context needs (default true; `--save-images=false` turns it off). */
   discoverImages?: boolean;
   /** Output of RUN commands as it comes. */
@@ -199,16 +202,21 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       return root;
     };
 
+    const cache = opts.cache === false ? undefined : new LayerCache(join(store.root, '.build-cache'));
     const addLayer = async (entries: LayerEntry[], createdBy: string, inRootfs = false): Promise<void> => {
-      const layer = await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: tmp, signal: opts.signal });
-      if (layer.pushed) added.push(layer.descriptor);
+      // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
+      const key = cache && !inRootfs ? await cache.key(entries, { compression, mtime: epoch, gzipLevel: GZIP_LEVEL }) : undefined;
+      const hit = key ? await cache!.get(key, store) : undefined;
+      const layer = hit ?? (await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: tmp, signal: opts.signal }));
+      if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);
+      if (key && !hit) await cache!.put(key, layer);
       layers.push(layer.descriptor);
       diffIds.push(layer.diffId);
       history.push({ created, created_by: createdBy });
       newLayers.push(entries);
       // A RUN's changes are in the working copy already (and its entries read from there).
       if (rootfs && !inRootfs) await applyEntries(entries, rootfs);
-      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes)`);
+      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes${hit ? ', cached' : ''})`);
     };
 
     for (const step of p.steps) {

@@ -129,8 +129,14 @@ Build('one context gives one digest (two stores, two runs); changing one file ch
   const epoch = await buildOk(r2, ['-t', 'example.com/det:epoch', ctx], { SOURCE_DATE_EPOCH: '1700000000' });
   assert.is.not(epoch, d1);
 
+  const nocache = await buildOk(r1, ['-t', 'example.com/det:nc', '--no-cache', ctx]);
+  assert.is(nocache, d1);
+
   await writeFile(join(ctx, 'b', 'y'), 'y2');
-  await buildOk(r1, ['-t', 'example.com/det:3', ctx]);
+  const rebuild = await sealimg(r1, ['build', '-t', 'example.com/det:3', ctx]);
+  assert.is(rebuild.code, 0, rebuild.stderr);
+  // The build cache: the unchanged COPY is reused, the changed one is built again.
+  assert.equal(rebuild.stderr.split('\n').filter((l) => l.startsWith('--> layer')).map((l) => l.endsWith(', cached)')), [true, false, false]);
   const before = (await manifestOf(r1, 'example.com/det:1')).layers.map((l) => l.digest);
   const after = (await manifestOf(r1, 'example.com/det:3')).layers.map((l) => l.digest);
   assert.is(after[0], before[0], 'the layer of a/ is unchanged');

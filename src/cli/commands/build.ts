@@ -38,6 +38,7 @@ Flags:
       --label K=V           label to set on the image (repeatable; wins over LABEL)
       --platform OS/ARCH    target platform (default: FROM's, else this host's)
       --compression ALG     gzip (default), zstd (needs the zstd program) or none
+      --no-cache            build every layer again, even when its inputs did not change
       --save-images BOOL    false: do not look for the container images the context needs
   -q, --quiet               print only the image digest`,
   options: {
@@ -49,6 +50,7 @@ Flags:
     compression: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
     'save-images': { type: 'string' },
+    'no-cache': { type: 'boolean' },
   },
   async run(ctx, flags, args) {
     needArgs('build', args, 1, 1, 'one CONTEXT directory');
@@ -72,6 +74,7 @@ Flags:
         platform: flags.platform === undefined ? undefined : parsePlatformText(flags.platform as string),
         compression: compression as Compression,
         discoverImages: save === 'true',
+        cache: flags['no-cache'] !== true,
         sourceDateEpoch: epochText === undefined ? 0 : Number(epochText),
         log: quiet ? undefined : (line) => ctx.stderr.write(`${line}\n`),
         onRunOutput: quiet ? undefined : (chunk) => ctx.stderr.write(chunk),
