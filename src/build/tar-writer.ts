@@ -9,7 +9,7 @@ import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { SealimgError } from '../errors.js';
 
-export type EntryType = 'file' | 'dir' | 'symlink' | 'whiteout';
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'whiteout';
 
 export interface LayerEntry {
   /** Path in the image, relative, `/`-separated, no leading or trailing slash. */
@@ -19,18 +19,34 @@ export interface LayerEntry {
   mode: number;
   /** Bytes of a file. */
   size?: number;
+  /** `dev:ino` of a file with more than one link: files that share it become tar hard links. */
+  inode?: string;
   /** Host path a file's bytes are read from. */
   source?: string;
-  /** Target of a symlink. */
+  /** Target of a symlink; for a hard link, the image path of the file it links to. */
   linkname?: string;
 }
 
 const BLOCK = 512;
 const MAX_OCTAL_11 = 0o77777777777;
 
-/** Orders entries bytewise by path; a parent always sorts before its children. */
+/**
+ * Orders entries bytewise by path (a parent always sorts before its children)
+ * and turns files that are one file on disk (same inode) into hard links to
+ * the first of them, as tar and umoci do: the bytes are stored once.
+ */
 export function sortEntries(entries: LayerEntry[]): LayerEntry[] {
-  return [...entries].sort((a, b) => Buffer.compare(Buffer.from(tarPath(a)), Buffer.from(tarPath(b))));
+  const sorted = [...entries].sort((a, b) => Buffer.compare(Buffer.from(tarPath(a)), Buffer.from(tarPath(b))));
+  const first = new Map<string, string>();
+  return sorted.map((e) => {
+    if (e.type !== 'file' || e.inode === undefined) return e;
+    const target = first.get(e.inode);
+    if (target === undefined) {
+      first.set(e.inode, e.path);
+      return e;
+    }
+    return { path: e.path, type: 'hardlink', mode: e.mode, linkname: target };
+  });
 }
 
 /** The name an entry has in the tar: whiteouts become `.wh.<name>` (image-spec layer.md). */
@@ -94,7 +110,7 @@ export function entryHeader(e: LayerEntry, mtime: number): Buffer {
   const pathBytes = Buffer.from(isDir ? `${tarPath(e)}/` : tarPath(e));
   const link = Buffer.from(e.linkname ?? '');
   const size = e.type === 'file' ? e.size ?? 0 : 0;
-  const typeflag = e.type === 'dir' ? '5' : e.type === 'symlink' ? '2' : '0';
+  const typeflag = e.type === 'dir' ? '5' : e.type === 'symlink' ? '2' : e.type === 'hardlink' ? '1' : '0';
   const records: Buffer[] = [];
   let split = splitUstar(pathBytes);
   if (!split) {

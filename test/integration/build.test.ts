@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chmod, cp, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
+import { chmod, cp, link, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
@@ -151,12 +151,15 @@ Build('big layers (many gzip members, compressed data stored) and long names rea
   await writeFile(join(ctx, 'data', 'blob.tar.gz'), randomBytes(3 << 20));
   await writeFile(join(ctx, 'data', 'text.log'), Array.from({ length: 60000 }, (_, i) => `line ${i} of a compressible log\n`).join(''));
   await symlink(`../${'t'.repeat(150)}`, join(ctx, 'data', 'longlink'));
+  await link(join(ctx, 'data', 'text.log'), join(ctx, 'data', 'a-hardlink.log'));
   await buildOk(root, ['-t', 'example.com/big:1', ctx]);
   assert.equal(await tree(await unpack(root, 'example.com/big:1')), await tree(ctx, (r) => r === 'Sealfile'));
   const m = await manifestOf(root, 'example.com/big:1');
   const blob = join(root, 'blobs', 'sha256', m.layers[0]!.digest.slice(7));
   const names = (await ok('tar', ['tzf', blob])).trim().split('\n');
   assert.ok(names.includes(`data/${long}`), 'GNU tar reads the PAX path');
+  // The two names of one file: stored once, the second as a hard link to the first in sorted order.
+  assert.match(await ok('tar', ['tvzf', blob]), /data\/text\.log link to data\/a-hardlink\.log/);
   // Stored, not deflated: the layer is hardly smaller than the random bytes it holds.
   assert.ok((await lstat(blob)).size > 3 << 20);
   const diffId = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/big:1`])).rootfs.diff_ids[0];
