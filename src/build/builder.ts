@@ -207,7 +207,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
       const key = cache && !inRootfs ? await cache.key(entries, { compression, mtime: epoch, gzipLevel: GZIP_LEVEL }) : undefined;
       const hit = key ? await cache!.get(key, store) : undefined;
-      const layer = hit ?? (await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: tmp, signal: opts.signal }));
+      const layer = hit ?? (await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
       if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);
       if (key && !hit) await cache!.put(key, layer);
       layers.push(layer.descriptor);

@@ -21,7 +21,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip as gzipCb, type ZlibOptions } from 'node:zlib';
-import type { Store } from '../content/store.js';
+import { canIngestFile, type Store } from '../content/store.js';
 import { SealimgError } from '../errors.js';
 import { markVerified } from '../oci/digest.js';
 import { OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD } from '../oci/mediatypes.js';
@@ -47,7 +47,7 @@ export interface LayerOptions {
   compression: Compression;
   /** Seconds since the epoch for every entry (SOURCE_DATE_EPOCH or 0). */
   mtime: number;
-  /** A directory on the store's filesystem for the temp file. */
+  /** Where the temp file is written; when it is the store's ingestDir(), the blob is renamed into place. */
   tmpDir: string;
   /** Overrides GZIP_LEVEL (benchmarks). */
   gzipLevel?: number;
@@ -183,7 +183,10 @@ export async function writeLayer(store: Store, entries: LayerEntry[], opts: Laye
     const descriptor: Descriptor = { mediaType: mediaTypeFor(opts.compression), digest: `sha256:${out.hash.digest('hex')}`, size: out.size };
     const diffId = `sha256:${tarHash.digest('hex')}`;
     const pushed = !(await store.exists(descriptor, opts.signal));
-    if (pushed) {
+    if (pushed && canIngestFile(store) && opts.tmpDir === (await store.ingestDir())) {
+      // Same filesystem: the file we hashed while writing is renamed into place, not copied.
+      await store.ingestFile(descriptor, tmp);
+    } else if (pushed) {
       // We hashed these bytes as we wrote them, so the store need not hash them again.
       await store.push(descriptor, markVerified(createReadStream(tmp, { highWaterMark: 1 << 20 }), descriptor.digest), opts.signal);
     }
