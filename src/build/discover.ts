@@ -69,16 +69,16 @@ export function podImages(doc: unknown): string[] {
       for (const x of v) visit(x, depth + 1);
       return;
     }
-    const o = v as Record<string, unknown>;
-    for (const key of POD_LISTS) {
-      const list = o[key];
-      if (!Array.isArray(list)) continue;
-      for (const c of list) {
-        const image = (c as Record<string, unknown> | null)?.image;
-        if (typeof image === 'string' && image.trim() !== '') out.push(image.trim());
+    // Document order: what a reader of the file sees first is listed first.
+    for (const [key, x] of Object.entries(v as Record<string, unknown>)) {
+      if (POD_LISTS.includes(key) && Array.isArray(x)) {
+        for (const c of x) {
+          const image = (c as Record<string, unknown> | null)?.image;
+          if (typeof image === 'string' && image.trim() !== '') out.push(image.trim());
+        }
       }
+      visit(x, depth + 1);
     }
-    for (const x of Object.values(o)) visit(x, depth + 1);
   };
   visit(doc, 0);
   return out;
