@@ -6,35 +6,26 @@
  * blobs it added, so the store is left as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rm } from 'node:fs/promises';
-import { arch as hostArch } from 'node:os';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { basename, join, resolve as resolvePath } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { x as extract } from 'tar';
-import { findImage } from '../content/local.js';
 import type { OciLayoutStore } from '../content/oci-layout.js';
-import { fetchAll } from '../content/store.js';
-import { SealimgError, errnoCode, isSealimgError } from '../errors.js';
-import { digestOf } from '../oci/digest.js';
-import { OCI_CONFIG, OCI_MANIFEST, isIndex } from '../oci/mediatypes.js';
-import type { Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
-import { parseImageConfig, parseManifest } from '../oci/validate.js';
+import { SealimgError, errnoCode } from '../errors.js';
+import { OCI_CONFIG, OCI_MANIFEST } from '../oci/mediatypes.js';
 import { normalizeReference } from '../oci/reference.js';
+import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
+import { LayerCache } from './cache.js';
+import { copyEntries } from './copy-step.js';
 import { discoverImages } from './discover.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
-import { LayerCache } from './cache.js';
+import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, writeLayer, type Compression } from './layer.js';
 import { parseSealfile } from './parse.js';
-import { plan, planFrom, type CopyStep, type Plan, type RunStep, type SealerSpec } from './plan.js';
+import { plan, planFrom, type Plan, type RunStep } from './plan.js';
 import { applyEntries, diffSnapshots, runCommand, snapshot, unpackLayer } from './rootfs.js';
-import { collectSource, normalize, type EntryMap, type SourceRoot } from './sources.js';
+import { normalize, type SourceRoot } from './sources.js';
+import { readExtension, sealerExtension, SEALER_EXTENSION } from './sealer-extension.js';
 import type { LayerEntry } from './tar-writer.js';
 
-/** sealer's manifest annotation for Kubefile metadata. */
-export const SEALER_EXTENSION = 'sealer.image.extension';
 export const BASE_NAME = 'org.opencontainers.image.base.name';
 export const BASE_DIGEST = 'org.opencontainers.image.base.digest';
 /** The container images a cluster image needs, as sealer records them: JSON [{"image": REF}]. */
@@ -69,22 +60,6 @@ export interface BuildResult {
   layers: Descriptor[];
 }
 
-const GOARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' };
-
-export function hostPlatform(): Platform {
-  return { os: 'linux', architecture: GOARCH[hostArch()] ?? hostArch() };
-}
-
-export function formatPlatform(p: Platform): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
-}
-
-export function parsePlatformText(s: string, what = '--platform'): Platform {
-  const [os, architecture, variant, extra] = s.split('/');
-  if (!os || !architecture || extra !== undefined) throw new SealimgError('USAGE', `${what} "${s}" must be OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64`);
-  return variant ? { os, architecture, variant } : { os, architecture };
-}
-
 /** Finds the build file: the one named, else Sealfile, else Kubefile in the context. */
 async function readBuildFile(contextDir: string, file?: string): Promise<{ path: string; name: string; text: string }> {
   const candidates = file ? [resolvePath(file)] : ['Sealfile', 'Kubefile'].map((n) => join(contextDir, n));
@@ -98,44 +73,6 @@ async function readBuildFile(contextDir: string, file?: string): Promise<{ path:
   throw new SealimgError('USAGE', file ? `${file}: no such build file` : `${contextDir} has no Sealfile or Kubefile`, {
     hint: 'name the file with -f FILE',
   });
-}
-
-export interface BaseImage {
-  ref: string;
-  manifestDesc: Descriptor;
-  manifest: ImageManifest;
-  config: ImageConfig;
-}
-
-/** An image from the local store, picking `platform` out of an index. */
-export async function loadImage(store: OciLayoutStore, name: string, platform: Platform | undefined, where: string): Promise<BaseImage> {
-  let found;
-  try {
-    found = await findImage(store, name);
-  } catch (e) {
-    if (isSealimgError(e, 'MANIFEST_UNKNOWN') || isSealimgError(e, 'INVALID_REFERENCE')) {
-      throw new SealimgError(e.code, `${where}: ${e.message}`, { hint: e.hint });
-    }
-    throw e;
-  }
-  let desc = found.descriptor;
-  let parsed = parseManifest(await fetchAll(store, desc), desc.mediaType, desc.digest);
-  if (isIndex(parsed.mediaType)) {
-    const index = parsed.manifest as ImageIndex;
-    const want = platform ?? hostPlatform();
-    const hit = index.manifests.find((m) => m.platform?.os === want.os && m.platform.architecture === want.architecture && (!want.variant || m.platform.variant === want.variant));
-    if (!hit) {
-      throw new SealimgError('MANIFEST_UNKNOWN', `${where}: ${name} has no image for ${formatPlatform(want)}`, {
-        hint: `it has: ${index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')).join(', ')}`,
-      });
-    }
-    desc = hit;
-    parsed = parseManifest(await fetchAll(store, desc), desc.mediaType, desc.digest);
-  }
-  if (isIndex(parsed.mediaType)) throw new SealimgError('MANIFEST_INVALID', `${where}: ${name}: an index inside an index is not supported`);
-  const manifest = parsed.manifest as ImageManifest;
-  const config = parseImageConfig(await fetchAll(store, manifest.config), manifest.config.digest);
-  return { ref: found.ref ?? name, manifestDesc: desc, manifest, config };
 }
 
 /** Runs one build. */
@@ -305,99 +242,6 @@ async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: s
   return unique;
 }
 
-export async function pushJson(store: OciLayoutStore, mediaType: string, doc: unknown, added: Descriptor[]): Promise<Descriptor> {
-  const bytes = Buffer.from(JSON.stringify(doc));
-  const desc: Descriptor = { mediaType, digest: digestOf(bytes), size: bytes.length };
-  if (!(await store.exists(desc))) {
-    await store.push(desc, Readable.from([bytes]));
-    added.push(desc);
-  }
-  return desc;
-}
-
-/** The entries one COPY/ADD puts in its layer. */
-async function copyEntries(step: CopyStep, context: SourceRoot, tmp: string, imageRoot: (name: string, where: string) => Promise<SourceRoot>, n: number, signal?: AbortSignal): Promise<LayerEntry[]> {
-  const out: EntryMap = new Map();
-  const root = step.from ? await imageRoot(step.from, step.where) : context;
-  const multi = step.sources.length > 1;
-  const opts = { where: step.where, dest: step.dest, chmod: step.chmod };
-  for (const [i, source] of step.sources.entries()) {
-    if (/^https?:\/\//.test(source)) {
-      const file = await download(source, join(tmp, `url-${n}-${i}`), step, signal);
-      const dest = step.dest.endsWith('/') ? `${step.dest}${file.name}` : step.dest;
-      await collectSource({ dir: file.dir, label: source, kind: 'image' }, file.name, { ...opts, dest, chmod: step.chmod ?? 0o600 }, out, false);
-      continue;
-    }
-    if (!step.add) {
-      await collectSource(root, source, opts, out, multi);
-      continue;
-    }
-    // ADD: a local tar archive is unpacked into the destination; other files are copied.
-    const found: EntryMap = new Map();
-    await collectSource(root, source, opts, found, multi);
-    for (const [path, e] of found) {
-      const kind = e.type === 'file' && e.source ? await archiveKind(e.source) : undefined;
-      if (!kind) {
-        out.set(path, e);
-        continue;
-      }
-      if (kind !== 'tar' && kind !== 'gzip') {
-        throw new SealimgError('UNSUPPORTED', `${step.where}: ${source} is a ${kind} archive; ADD unpacks tar and tar.gz only`, { hint: 'recompress it as .tar.gz, or COPY it as a file' });
-      }
-      const dir = join(tmp, `add-${n}-${i}-${out.size}`);
-      await mkdir(dir);
-      await chmod(dir, 0o755);
-      try {
-        await extract({ file: e.source!, cwd: dir, strict: true, preserveOwner: false, chmod: true, processUmask: 0 });
-      } catch (err) {
-        throw new SealimgError('ARCHIVE_INVALID', `${step.where}: ${source}: ${(err as Error).message}`);
-      }
-      const destDir = step.dest.endsWith('/') ? step.dest : `${step.dest}/`;
-      await collectSource({ dir, label: `the archive ${source}`, kind: 'image' }, '.', { ...opts, dest: destDir }, out, true);
-    }
-  }
-  return [...out.values()];
-}
-
-async function archiveKind(path: string): Promise<'tar' | 'gzip' | 'bzip2' | 'xz' | 'zstd' | undefined> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(512);
-    const { bytesRead } = await fh.read(b, 0, 512, 0);
-    if (bytesRead >= 2 && b[0] === 0x1f && b[1] === 0x8b) return 'gzip';
-    if (bytesRead >= 3 && b.subarray(0, 3).toString('latin1') === 'BZh') return 'bzip2';
-    if (bytesRead >= 6 && b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
-    if (bytesRead >= 4 && b.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
-    if (bytesRead >= 262 && b.subarray(257, 262).toString('latin1') === 'ustar') return 'tar';
-    return undefined;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** ADD of a URL: downloaded into `dir`, verified against --checksum when given. */
-async function download(url: string, dir: string, step: CopyStep, signal?: AbortSignal): Promise<{ dir: string; name: string }> {
-  await mkdir(dir, { recursive: true });
-  const name = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '') || 'download';
-  const path = join(dir, name);
-  let res: Response;
-  try {
-    res = await fetch(url, { signal, redirect: 'follow' });
-  } catch (e) {
-    throw new SealimgError('NETWORK', `${step.where}: ADD ${url}: ${(e as Error).message}${(e as Error).cause ? ` (${((e as Error).cause as Error).message})` : ''}`);
-  }
-  if (!res.ok || !res.body) throw new SealimgError('NETWORK', `${step.where}: ADD ${url}: HTTP ${res.status} ${res.statusText}`);
-  const hash = createHash('sha256');
-  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-  body.on('data', (d: Buffer) => hash.update(d));
-  await pipeline(body, createWriteStream(path, { mode: 0o600 }));
-  const got = `sha256:${hash.digest('hex')}`;
-  if (step.checksum && got !== step.checksum) {
-    throw new SealimgError('DIGEST_MISMATCH', `${step.where}: ADD ${url}: content hashes to ${got}, not the --checksum ${step.checksum}`);
-  }
-  return { dir, name };
-}
-
 /** A RUN: the command in the working copy, and what it changed there. */
 async function runStep(step: RunStep, rootfs: string, opts: BuildOptions): Promise<LayerEntry[]> {
   const cwd = join(rootfs, step.workdir);
@@ -414,65 +258,3 @@ async function runStep(step: RunStep, rootfs: string, opts: BuildOptions): Promi
   return diffSnapshots(before, await snapshot(rootfs), rootfs);
 }
 
-interface BaseExtension {
-  present: boolean;
-  type?: string;
-  applications: Array<Record<string, unknown> & { name: string }>;
-  launch?: Record<string, unknown>;
-  env?: Record<string, string>;
-}
-
-function readExtension(text: string | undefined): BaseExtension {
-  if (!text) return { present: false, applications: [] };
-  try {
-    const v = JSON.parse(text) as Record<string, unknown>;
-    const apps = Array.isArray(v.applications) ? (v.applications as Array<Record<string, unknown>>).filter((a): a is Record<string, unknown> & { name: string } => typeof a?.name === 'string') : [];
-    return { present: true, type: typeof v.type === 'string' ? v.type : undefined, applications: apps, launch: v.launch as Record<string, unknown> | undefined, env: v.env as Record<string, string> | undefined };
-  } catch {
-    return { present: false, applications: [] };
-  }
-}
-
-/** sealer's app type from the files an APP copied (sealer's rules: all yaml = kube, all .sh = shell, a chart = helm). */
-function appType(files: string[]): { type: string; launchfiles: string[] } | undefined {
-  if (files.length === 0) return undefined;
-  if (files.every((f) => /\.ya?ml$/i.test(f))) return { type: 'kube', launchfiles: files };
-  if (files.every((f) => /\.sh$/i.test(f))) return { type: 'shell', launchfiles: files };
-  const has = (n: string) => files.some((f) => f === n || f.endsWith(`/${n}`));
-  if (has('Chart.yaml') && has('values.yaml') && files.some((f) => /(^|\/)templates\//.test(f))) return { type: 'helm', launchfiles: [] };
-  return undefined;
-}
-
-/** The `sealer.image.extension` annotation: the base image's, with this file's apps, env and launch on top. */
-function sealerExtension(p: Plan, base: BaseExtension, appFiles: Map<string, string[]>): Record<string, unknown> {
-  const spec: SealerSpec = p.sealer ?? { apps: [], appCmds: {}, appEnv: {} };
-  const apps = new Map(base.applications.map((a) => [a.name, { ...a }]));
-  for (const app of spec.apps) {
-    const files = appFiles.get(app.name) ?? [];
-    const detected = appType(files);
-    if (!detected && !spec.appCmds[app.name]) {
-      throw new SealimgError('BUILD_FAILED', `${app.where}: cannot tell what kind of application "${app.name}" is (all yaml, all .sh, or a Helm chart)`, {
-        hint: `add APPCMDS ${app.name} ["how to launch it"]`,
-      });
-    }
-    const entry: Record<string, unknown> & { name: string } = { name: app.name, type: detected?.type ?? '', launchfiles: detected?.launchfiles ?? [], version: 'v1' };
-    apps.set(app.name, entry);
-  }
-  for (const [name, cmds] of Object.entries(spec.appCmds)) apps.get(name)!.cmds = cmds;
-  for (const [name, env] of Object.entries(spec.appEnv)) apps.get(name)!.env = { ...((apps.get(name)!.env as Record<string, string>) ?? {}), ...env };
-  const env: Record<string, string> = { ...(base.env ?? {}) };
-  for (const e of p.config.Env ?? []) {
-    const eq = e.indexOf('=');
-    env[e.slice(0, eq < 0 ? undefined : eq)] = eq < 0 ? '' : e.slice(eq + 1);
-  }
-  const launch = spec.launchApps ? { app_names: spec.launchApps } : spec.launchCmds ? { cmds: spec.launchCmds } : base.launch;
-  const rootfsType = p.config.Labels?.['sealos.io.type'] === 'rootfs';
-  return {
-    schemaVersion: 'v1alpha1',
-    type: base.type ?? (rootfsType ? 'kube-installer' : 'app-installer'),
-    ...(apps.size ? { applications: [...apps.values()] } : {}),
-    ...(p.config.Labels ? { labels: p.config.Labels } : {}),
-    ...(Object.keys(env).length ? { env } : {}),
-    ...(launch ? { launch } : {}),
-  };
-}

@@ -9,7 +9,8 @@ import type { OciLayoutStore } from '../content/oci-layout.js';
 import { SealimgError } from '../errors.js';
 import { OCI_CONFIG, OCI_MANIFEST } from '../oci/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
-import { IMAGES_ANNOTATION, formatPlatform, loadImage, pushJson, type BaseImage } from './builder.js';
+import { IMAGES_ANNOTATION } from './builder.js';
+import { formatPlatform, loadImage, pushJson, type BaseImage } from './images.js';
 
 export interface MergeOptions {
   tags: string[];

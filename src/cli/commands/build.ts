@@ -1,5 +1,6 @@
 /** sealimg build: a Sealfile/Kubefile and its context -> a cluster image in the local store. */
-import { build, parsePlatformText } from '../../build/builder.js';
+import { build } from '../../build/builder.js';
+import { parsePlatformText } from '../../build/images.js';
 import { COMPRESSIONS, type Compression } from '../../build/layer.js';
 import { openLocalStore } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';

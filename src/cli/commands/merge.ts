@@ -1,5 +1,5 @@
 /** sealimg merge: one cluster image from several, as sealos merge makes it. */
-import { parsePlatformText } from '../../build/builder.js';
+import { parsePlatformText } from '../../build/images.js';
 import { merge } from '../../build/merge.js';
 import { openLocalStore } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
