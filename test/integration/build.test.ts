@@ -187,6 +187,11 @@ Build('RUN that writes, changes and deletes files: a layer of exactly those chan
   const config = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/child:1`]));
   assert.is(config.rootfs.diff_ids.length, 2);
   assert.is(config.history.length, 2);
+
+  // A RUN on top of an image with whiteouts sees its files as a container would: deleted ones are gone.
+  const grandchild = await context({ Sealfile: 'FROM example.com/child:1\nRUN ls -A > listing && cat change >> listing\n' });
+  await buildOk(root, ['-t', 'example.com/grandchild:1', grandchild]);
+  assert.is(await readFile(join(await unpack(root, 'example.com/grandchild:1'), 'listing'), 'utf8'), 'change\ndir2\nkeep\nlisting\nnew\nc2\n');
 });
 
 Build('COPY --from another image, ADD unpacks a tar.gz, ADD of a URL is checked against --checksum', async () => {
@@ -231,6 +236,25 @@ Build('COPY --from another image, ADD unpacks a tar.gz, ADD of a URL is checked 
   } finally {
     await new Promise((r) => server.close(r));
   }
+});
+
+Build('--compression zstd and none: layers of those media types, read back by zstd/tar, umoci and a RUN on top', async () => {
+  const root = await tmpDir();
+  const ctx = await context({ Sealfile: 'FROM scratch\nCOPY f /etc/f\n', f: 'zstd or not' });
+  for (const [c, mediaType] of [['zstd', 'application/vnd.oci.image.layer.v1.tar+zstd'], ['none', 'application/vnd.oci.image.layer.v1.tar']] as const) {
+    await buildOk(root, ['-t', `example.com/${c}:1`, '--compression', c, ctx]);
+    const m = (await manifestOf(root, `example.com/${c}:1`)) as unknown as { layers: Array<{ mediaType: string; digest: string }> };
+    assert.is(m.layers[0]!.mediaType, mediaType);
+    const blob = join(root, 'blobs', 'sha256', m.layers[0]!.digest.slice(7));
+    // umoci here reads no zstd layers; the zstd program and tar do.
+    const read = c === 'zstd' ? await ok('sh', ['-c', `zstd -dc < '${blob}' | tar -xOf - etc/f`]) : await readFile(join(await unpack(root, `example.com/${c}:1`), 'etc', 'f'), 'utf8');
+    assert.is(read, 'zstd or not');
+  }
+  const on = await context({ Sealfile: 'FROM example.com/zstd:1\nRUN cp etc/f copied\n' });
+  await buildOk(root, ['-t', 'example.com/on-zstd:1', '--compression', 'none', on]);
+  // The RUN saw the zstd base layer unpacked; its own layer is a plain tar.
+  const layers = (await manifestOf(root, 'example.com/on-zstd:1')).layers;
+  assert.is(await ok('tar', ['-xOf', join(root, 'blobs', 'sha256', layers[1]!.digest.slice(7)), 'copied']), 'zstd or not');
 });
 
 Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and image extension", async () => {
