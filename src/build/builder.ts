@@ -6,8 +6,9 @@
  * blobs it added, so the store is left as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { basename, join, resolve as resolvePath } from 'node:path';
+import { processAlive } from '../content/fsutil.js';
 import type { OciLayoutStore } from '../content/oci-layout.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import { OCI_CONFIG, OCI_MANIFEST } from '../oci/mediatypes.js';
@@ -75,6 +76,17 @@ async function readBuildFile(contextDir: string, file?: string): Promise<{ path:
   });
 }
 
+const BUILD_DIR_PREFIX = '.build-';
+
+/** Work directories of builds whose process is gone (killed, crashed) are removed. */
+async function removeStaleBuildDirs(root: string): Promise<void> {
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    if (!name.startsWith(BUILD_DIR_PREFIX)) continue;
+    const pid = Number.parseInt(name.slice(BUILD_DIR_PREFIX.length), 10);
+    if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid)) await rm(join(root, name), { recursive: true, force: true });
+  }
+}
+
 /** Runs one build. */
 export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<BuildResult> {
   const log = opts.log ?? (() => undefined);
@@ -100,7 +112,8 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   });
   for (const w of p.warnings) log(`warning: ${w}`);
 
-  const tmp = join(store.root, `.build-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await removeStaleBuildDirs(store.root);
+  const tmp = join(store.root, `${BUILD_DIR_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { recursive: true });
   const added: Descriptor[] = [];
   try {
