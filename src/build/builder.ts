@@ -155,6 +155,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
     const cache = opts.cache === false ? undefined : new LayerCache(join(store.root, '.build-cache'));
     const addLayer = async (entries: LayerEntry[], createdBy: string, inRootfs = false): Promise<void> => {
       // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
+      const started = Date.now();
       const key = cache && !inRootfs ? await cache.key(entries, { compression, mtime: epoch, gzipLevel: GZIP_LEVEL }) : undefined;
       const hit = key ? await cache!.get(key, store) : undefined;
       const layer = hit ?? (await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
@@ -166,7 +167,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       newLayers.push(entries);
       // A RUN's changes are in the working copy already (and its entries read from there).
       if (rootfs && !inRootfs) await applyEntries(entries, rootfs);
-      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes${hit ? ', cached' : ''})`);
+      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes${hit ? ', cached' : `, ${((Date.now() - started) / 1000).toFixed(1)}s`})`);
     };
 
     for (const step of p.steps) {
