@@ -8,6 +8,7 @@ import { openDestination, openSource, type Location } from '../content/locations
 import { OciLayoutStore } from '../content/oci-layout.js';
 import { canClose, type ReadOnlyStore, type Store } from '../content/store.js';
 import { SealimgError } from '../errors.js';
+import type { RegistryOptions } from '../content/registry-client.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { Context, Options } from './command.js';
 import { progressReporter } from './progress.js';
@@ -16,11 +17,54 @@ export const TRANSFER_OPTIONS: Options = {
   quiet: { type: 'boolean', short: 'q' },
   concurrency: { type: 'string' },
   platform: { type: 'string' },
+  'plain-http': { type: 'boolean' },
+  'tls-verify': { type: 'string' },
+  'ca-file': { type: 'string' },
+  authfile: { type: 'string' },
+  'retry-times': { type: 'string' },
+  'chunk-size': { type: 'string' },
 };
 
 export const TRANSFER_HELP = `  -q, --quiet            no progress output
       --concurrency N    blobs in flight at once (default 4)
-      --platform OS/ARCH copy only this platform's image out of a multi-arch index`;
+      --platform OS/ARCH copy only this platform's image out of a multi-arch index
+      --authfile FILE    registry credentials (default: $REGISTRY_AUTH_FILE, then the
+                         containers auth.json, then docker's config.json)
+      --plain-http       talk http, not https, to registries
+      --tls-verify=false do not check registry certificates
+      --ca-file FILE     also trust the CA certificates (PEM) in FILE
+      --retry-times N    attempts after a failed request (default 5; 0 for none)
+      --chunk-size SIZE  upload large blobs in chunks of SIZE (default 16MiB), e.g. 4MiB`;
+
+/** Registry transport settings from the shared flags. */
+export function registryOptions(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): RegistryOptions {
+  const tls = flags['tls-verify'] as string | undefined;
+  if (tls !== undefined && tls !== 'true' && tls !== 'false') throw new SealimgError('USAGE', `--tls-verify "${tls}" must be true or false`);
+  const retry = flags['retry-times'] as string | undefined;
+  const retryTimes = retry === undefined ? undefined : Number(retry);
+  if (retryTimes !== undefined && (!Number.isInteger(retryTimes) || retryTimes < 0 || retryTimes > 100)) {
+    throw new SealimgError('USAGE', `--retry-times "${retry}" must be a whole number from 0 to 100`);
+  }
+  const chunk = flags['chunk-size'] as string | undefined;
+  return {
+    plainHttp: Boolean(flags['plain-http']),
+    tlsVerify: tls !== 'false',
+    caFile: flags['ca-file'] as string | undefined,
+    authFile: flags.authfile as string | undefined,
+    retryTimes,
+    chunkSize: chunk === undefined ? undefined : parseSize(chunk, '--chunk-size'),
+    env,
+  };
+}
+
+/** `4194304`, `4MiB`, `4M`, `512KiB`: binary units, as chunk caps are stated. */
+export function parseSize(s: string, flag: string): number {
+  const m = /^(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)$/i.exec(s.trim());
+  const unit = m?.[2]?.toLowerCase().charAt(0) ?? '';
+  const n = m ? Number(m[1]) * ({ '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]! : NaN;
+  if (!Number.isSafeInteger(n) || n < 1024) throw new SealimgError('USAGE', `${flag} "${s}" must be a size of at least 1KiB, like 4MiB`);
+  return n;
+}
 
 export function parsePlatform(s: string | undefined): Platform | undefined {
   if (s === undefined) return undefined;
@@ -44,14 +88,17 @@ export async function transfer(ctx: Context, from: Location, to: Location, toRef
     platform: parsePlatform(flags.platform as string | undefined),
     signal: ctx.signal,
     onEvent: progressReporter(ctx.stderr, Boolean(flags.quiet)),
+    // Local stores and layouts go back to what they were; registries keep finished blobs for a re-run.
+    rollback: to.kind === 'local' || to.kind === 'oci',
   };
   const open: Array<ReadOnlyStore | Store> = [];
   try {
-    const src = await openSource(from, ctx);
+    const octx = { root: ctx.root, registry: registryOptions(flags, ctx.env) };
+    const src = await openSource(from, octx);
     open.push(src);
     let srcRef = from.ref;
     if (from.kind === 'local') srcRef = (await findImage(src as OciLayoutStore, from.ref)).descriptor.digest;
-    const dst = await openDestination(to, ctx);
+    const dst = await openDestination(to, octx);
     open.push(dst);
     return await copy(src, srcRef, dst, toRef, opts);
   } finally {

@@ -11,7 +11,10 @@ import { SealimgError, isSealimgError } from '../errors.js';
 import { isIndex, isManifest } from '../oci/mediatypes.js';
 import type { Descriptor, ImageIndex, Platform } from '../oci/types.js';
 import { childrenOf, parseManifest } from '../oci/validate.js';
-import { fetchAll, type ReadOnlyStore, type Store } from './store.js';
+import { canDelete, canMount, fetchAll, type ReadOnlyStore, type Store } from './store.js';
+
+/** Times one blob is started over after a network failure nothing could resume. */
+const BLOB_RESTARTS = 3;
 
 export type CopyEvent =
   | { type: 'start'; desc: Descriptor }
@@ -26,6 +29,12 @@ export interface CopyOptions {
   /** Copy only the manifest for this platform out of an index. */
   platform?: Platform;
   onEvent?: (event: CopyEvent) => void;
+  /**
+   * On failure, delete the blobs this copy added (when the destination can
+   * delete), so a failed pull leaves the store as it was. Off for registries,
+   * where finished blobs are what a re-run resumes from.
+   */
+  rollback?: boolean;
 }
 
 /** Which side of a copy failed, and doing what: the answer a user needs first. */
@@ -110,6 +119,7 @@ export async function copyGraph(src: ReadOnlyStore, dst: Store, root: Descriptor
   const limit = new Limit(Math.max(1, opts.concurrency ?? 4));
   const emit = opts.onEvent ?? (() => undefined);
   const seen = new Map<string, Promise<void>>();
+  const added: Descriptor[] = [];
 
   const node = (desc: Descriptor): Promise<void> => {
     let p = seen.get(desc.digest);
@@ -132,22 +142,41 @@ export async function copyGraph(src: ReadOnlyStore, dst: Store, root: Descriptor
       const parsed = await on('source', 'parse', desc.digest, async () => parseManifest(bytes, desc.mediaType, desc.digest));
       await Promise.all(childrenOf(parsed).map(node));
       await limit.run(() => on('destination', 'push', desc.digest, () => dst.push(desc, Readable.from([bytes]), signal)));
+      added.push(desc);
       emit({ type: 'done', desc });
       return;
     }
     await limit.run(async () => {
+      signal.throwIfAborted(); // queued behind a transfer that failed: do not start
+      if (canMount(dst) && (await on('destination', 'mount', desc.digest, () => dst.mount(desc, src, signal)))) {
+        emit({ type: 'skip', desc });
+        return;
+      }
       emit({ type: 'start', desc });
-      let body = await on('source', 'fetch', desc.digest, () => src.fetch(desc, signal));
-      if (opts.onEvent) body = counted(body, desc.digest, (bytes) => emit({ type: 'progress', desc, bytes }));
-      await on('destination', 'push', desc.digest, async () => {
+      const transfer = async () => {
+        let body = await on('source', 'fetch', desc.digest, () => src.fetch(desc, signal));
+        if (opts.onEvent) body = counted(body, desc.digest, (bytes) => emit({ type: 'progress', desc, bytes }));
+        await on('destination', 'push', desc.digest, async () => {
+          try {
+            await dst.push(desc, body, signal);
+          } catch (e) {
+            // A verification failure surfaces through the pipeline but is the source's fault.
+            if (isSealimgError(e, 'DIGEST_MISMATCH') || isSealimgError(e, 'SIZE_MISMATCH')) throw new CopyError('source', 'fetch', desc.digest, e);
+            throw e;
+          }
+        });
+      };
+      // A network failure neither side could resume (a registry that drops an upload
+      // session when a chunk breaks) is worth starting the blob over, a few times.
+      for (let restart = 0; ; restart++) {
         try {
-          await dst.push(desc, body, signal);
+          await transfer();
+          break;
         } catch (e) {
-          // A verification failure surfaces through the pipeline but is the source's fault.
-          if (isSealimgError(e, 'DIGEST_MISMATCH') || isSealimgError(e, 'SIZE_MISMATCH')) throw new CopyError('source', 'fetch', desc.digest, e);
-          throw e;
+          if (restart >= BLOB_RESTARTS || signal.aborted || !isSealimgError(e, 'NETWORK')) throw e;
         }
-      });
+      }
+      added.push(desc);
       emit({ type: 'done', desc });
     });
   };
@@ -156,6 +185,11 @@ export async function copyGraph(src: ReadOnlyStore, dst: Store, root: Descriptor
     await node(root);
   } catch (e) {
     failed.abort(e);
+    // Return only once nothing is in flight: a caller may remove what the copy was writing to.
+    await Promise.allSettled(seen.values());
+    if (opts.rollback && canDelete(dst)) {
+      for (const d of added) await dst.delete(d).catch(() => undefined);
+    }
     throw e;
   }
 }

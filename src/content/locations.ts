@@ -1,15 +1,18 @@
 /**
  * Where an image lives, from the string a user types: one table of schemes,
  * each a factory for a store. `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`,
- * `docker-archive:FILE[:REF]`, `docker://HOST/REPO:TAG`, `local:NAME`, and a
+ * `docker-archive:FILE[:REF]`, `distribution:DIR[:REPO:TAG]`, `docker://HOST/REPO:TAG`, `local:NAME`, and a
  * bare name, which means the local store or a registry depending on the command.
  */
 import { SealimgError } from '../errors.js';
 import { normalizeReference } from '../oci/reference.js';
+import { ArchiveReader } from './archive-reader.js';
+import { ArchiveWriter } from './archive-writer.js';
 import { OciLayoutStore } from './oci-layout.js';
+import type { RegistryOptions } from './registry-client.js';
 import type { ReadOnlyStore, Store } from './store.js';
 
-export type LocationKind = 'local' | 'oci' | 'oci-archive' | 'docker-archive' | 'registry';
+export type LocationKind = 'local' | 'oci' | 'oci-archive' | 'docker-archive' | 'registry' | 'distribution';
 
 export interface Location {
   kind: LocationKind;
@@ -25,6 +28,8 @@ export interface Location {
 export interface OpenContext {
   /** Root of the local store. */
   root: string;
+  /** Transport and credential settings for registries (--plain-http, --authfile, ...). */
+  registry?: RegistryOptions;
 }
 
 export interface StoreFactory {
@@ -39,13 +44,6 @@ function splitPathRef(rest: string): { path: string; ref: string } {
   return colon < 0 ? { path: rest, ref: '' } : { path: rest.slice(0, colon), ref: rest.slice(colon + 1) };
 }
 
-const notYet = (what: string, issue: string): StoreFactory => {
-  const fail = async (): Promise<never> => {
-    throw new SealimgError('NOT_IMPLEMENTED', `${what} are not supported in this version of sealimg`, { hint: `tracked in ${issue}` });
-  };
-  return { source: fail, destination: fail };
-};
-
 /** The one table of factories: a new place to keep images is one new entry. */
 export const factories: Record<LocationKind, StoreFactory> = {
   local: {
@@ -56,9 +54,24 @@ export const factories: Record<LocationKind, StoreFactory> = {
     source: (loc) => OciLayoutStore.open(loc.path!),
     destination: (loc) => OciLayoutStore.open(loc.path!, { create: true }),
   },
-  'oci-archive': notYet('oci-archive tarballs', 'the save/load issue'),
-  'docker-archive': notYet('docker-archive tarballs', 'the save/load issue'),
-  registry: notYet('registries', 'the push/pull issue'),
+  'oci-archive': {
+    source: (loc) => ArchiveReader.open(loc.path!),
+    destination: (loc) => ArchiveWriter.create(loc.path!, { format: 'oci-archive' }),
+  },
+  'docker-archive': {
+    source: (loc) => ArchiveReader.open(loc.path!),
+    destination: (loc) => ArchiveWriter.create(loc.path!, { format: 'docker-archive' }),
+  },
+  // A CNCF registry storage directory (`distribution:DIR:REPO:TAG`); the store lives with the registry server.
+  distribution: {
+    source: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!),
+    destination: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!, { create: true }),
+  },
+  // Loaded on demand: only commands that reach a registry pay for the HTTP stack.
+  registry: {
+    source: async (loc, ctx) => (await import('./remote.js')).RemoteStore.open(loc.ref, ctx.registry ?? {}, 'pull'),
+    destination: async (loc, ctx) => (await import('./remote.js')).RemoteStore.open(loc.ref, ctx.registry ?? {}, 'push'),
+  },
 };
 
 /**
@@ -66,7 +79,7 @@ export const factories: Record<LocationKind, StoreFactory> = {
  * command: the local store (tag, rmi, push's source) or a registry (pull's source).
  */
 export function parseLocation(spec: string, bare: 'local' | 'registry'): Location {
-  for (const kind of ['oci-archive', 'docker-archive', 'oci'] as const) {
+  for (const kind of ['oci-archive', 'docker-archive', 'oci', 'distribution'] as const) {
     if (spec.startsWith(`${kind}:`)) {
       const { path, ref } = splitPathRef(spec.slice(kind.length + 1));
       if (path === '') throw new SealimgError('USAGE', `${spec}: missing the path after "${kind}:"`);

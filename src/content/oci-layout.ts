@@ -191,10 +191,13 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       }
       throw e;
     }
-    const verify = new VerifyStream(desc, `${path}:`);
+    const verify = new VerifyStream(desc, path);
     const file = fh.createReadStream({ highWaterMark: 1 << 20 });
     file.on('error', (e) => verify.destroy(e));
     verify.on('close', () => file.destroy());
+    // A small blob is read and checked before the consumer attaches; its error
+    // must wait on the stream (pipeline reports it) instead of crashing the process.
+    verify.on('error', () => undefined);
     return markVerified(file.pipe(verify), desc.digest);
   }
 
@@ -217,8 +220,8 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const ingest = join(this.root, INGEST);
     await mkdir(ingest, { recursive: true });
     const tmp = join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
     try {
-      const out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
       const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
       await pipeline([body, ...stages, out], { signal });
       const fh = await open(tmp, 'r');
@@ -232,6 +235,8 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       await rename(tmp, final);
       await fsyncDir(dir);
     } catch (e) {
+      // A failed pipeline may still be opening the file: wait, or the file appears after the rm.
+      if (!out.closed) await new Promise<void>((r) => out.once('close', () => r()));
       await rm(tmp, { force: true });
       throw e;
     }

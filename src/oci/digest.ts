@@ -61,16 +61,20 @@ export class VerifyStream extends Transform {
   private readonly hash: Hash;
   private seen = 0;
 
-  constructor(expected: { digest: string; size: number }, private readonly what = 'blob') {
+  private readonly what: string;
+
+  /** `what` names the bytes in errors (a path, a URL); it defaults to the digest. */
+  constructor(expected: { digest: string; size: number }, what?: string) {
     super();
     this.expected = expected;
+    this.what = what ?? `blob ${expected.digest}`;
     this.hash = createHash(parseDigest(expected.digest).algorithm);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.seen += chunk.length;
     if (this.seen > this.expected.size) {
-      done(new SealimgError('SIZE_MISMATCH', `${this.what} ${this.expected.digest}: more than the expected ${this.expected.size} bytes`));
+      done(new SealimgError('SIZE_MISMATCH', `${this.what}: more than the expected ${this.expected.size} bytes`));
       return;
     }
     this.hash.update(chunk);
@@ -79,12 +83,12 @@ export class VerifyStream extends Transform {
 
   override _flush(done: TransformCallback): void {
     if (this.seen !== this.expected.size) {
-      done(new SealimgError('SIZE_MISMATCH', `${this.what} ${this.expected.digest}: got ${this.seen} bytes, expected ${this.expected.size}`));
+      done(new SealimgError('SIZE_MISMATCH', `${this.what}: got ${this.seen} bytes, expected ${this.expected.size}`));
       return;
     }
     const actual = `${parseDigest(this.expected.digest).algorithm}:${this.hash.digest('hex')}`;
     if (actual !== this.expected.digest) {
-      done(new SealimgError('DIGEST_MISMATCH', `${this.what} ${this.expected.digest}: content hashes to ${actual}`, {
+      done(new SealimgError('DIGEST_MISMATCH', `${this.what}: content hashes to ${actual}, expected ${this.expected.digest}`, {
         hint: 'the source is corrupt or was changed in transit; nothing was stored',
       }));
       return;

@@ -95,7 +95,7 @@ export function parseReference(input: string): Reference {
       throw bad(input, c === '' ? 'empty path component' : `"${c}" must be lowercase letters, digits and separators (. _ __ -)`);
     }
   }
-  if (/^[a-f0-9]{64}$/.test(path)) throw bad(input, 'a 64-character hex string is an image ID, not a repository name');
+  if (/^[a-f0-9]{64}$/.test(rest)) throw bad(input, 'a 64-character hex string is an image ID, not a repository name');
   if (registry.length + 1 + path.length > MAX_NAME) throw bad(input, `name longer than ${MAX_NAME} characters`);
   if (tag === undefined && digest === undefined) tag = DEFAULT_TAG;
   return { registry, repository: path, tag, digest };

@@ -10,20 +10,26 @@ import { digestOf } from '../../src/oci/digest.js';
 import { OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST } from '../../src/oci/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../../src/oci/types.js';
 
-/** A one-file tar archive, built by hand so tests need no tar tool. */
-export function tarOf(files: Record<string, string | Buffer>): Buffer {
+/** A tar entry that is not a plain file. */
+export type TarSpecial = { type: 'dir' | 'symlink' | 'link'; target?: string; mode?: number };
+
+/** A ustar archive, built by hand so tests need no tar tool and can hold hostile entries. */
+export function tarOf(files: Record<string, string | Buffer | TarSpecial>): Buffer {
   const blocks: Buffer[] = [];
   for (const [name, content] of Object.entries(files)) {
-    const data = Buffer.isBuffer(content) ? content : Buffer.from(content);
+    const special = typeof content === 'object' && !Buffer.isBuffer(content) ? content : undefined;
+    const data = special ? Buffer.alloc(0) : Buffer.isBuffer(content) ? content : Buffer.from(content as string);
     const h = Buffer.alloc(512);
     h.write(name, 0, 100);
-    h.write('0000644\0', 100);
+    const mode = special?.mode ?? (special?.type === 'dir' ? 0o755 : 0o644);
+    h.write(`${mode.toString(8).padStart(7, '0')}\0`, 100);
     h.write('0000000\0', 108);
     h.write('0000000\0', 116);
     h.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124);
     h.write('00000000000\0', 136);
     h.write('        ', 148);
-    h.write('0', 156);
+    h.write({ dir: '5', symlink: '2', link: '1' }[special?.type ?? 'file' as 'dir'] ?? '0', 156);
+    if (special?.target) h.write(special.target, 157, 100);
     h.write('ustar\0', 257);
     h.write('00', 263);
     let sum = 0;
