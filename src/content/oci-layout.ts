@@ -21,7 +21,7 @@ import { isManifest } from '../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, childrenOf, parseManifest, validateDescriptor } from '../oci/validate.js';
 import { fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
-import type { Closer, Deleter, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
+import type { Closer, Deleter, FileIngester, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
 
 const LAYOUT_FILE = 'oci-layout';
 const LAYOUT_VERSION = '1.0.0';
@@ -33,7 +33,7 @@ export interface GcResult {
   bytes: number;
 }
 
-export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Closer, ResumableIngest {
+export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Closer, ResumableIngest, FileIngester {
   private lease?: Promise<string>;
 
   private constructor(readonly root: string) {}
@@ -286,6 +286,31 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     } finally {
       if (owned) await unlink(`${partial}.lock`).catch(() => undefined);
     }
+  }
+
+  async ingestDir(): Promise<string> {
+    await this.takeLease();
+    const dir = join(this.root, INGEST);
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Renames a file the caller wrote in ingestDir() and hashed itself into place; fsynced like push. */
+  async ingestFile(desc: Descriptor, path: string): Promise<void> {
+    await this.takeLease();
+    const s = await stat(path);
+    if (s.size !== desc.size) throw new SealimgError('SIZE_MISMATCH', `${path}: ${s.size} bytes, expected ${desc.size} for ${desc.digest}`);
+    const fh = await open(path, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const final = this.blobPath(desc.digest);
+    const dir = join(final, '..');
+    await mkdir(dir, { recursive: true });
+    await rename(path, final);
+    await fsyncDir(dir);
   }
 
   async tag(desc: Descriptor, ref: string): Promise<void> {
