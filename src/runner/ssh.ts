@@ -86,7 +86,9 @@ export class HostCommandError extends SealimgError {
     readonly result: ExecResult,
     step?: string,
   ) {
-    const out = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-20).join('\n');
+    // The ends of both streams: tools put the reason on either one.
+    const tail = (t: string) => (t.trim() ? t.trim().split('\n').slice(-12).join('\n') : '');
+    const out = [tail(result.stderr), tail(result.stdout)].filter(Boolean).join('\n');
     const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.code}`;
     super('HOST_STEP_FAILED', `${host}: ${step ? `${step}: ` : ''}command ${how}: ${command}${out ? `\n${out}` : ''}`, {
       hint: `the full output is in the host's log`,
@@ -115,6 +117,9 @@ function defaultDial(address: string, port: number, timeoutMs: number): Promise<
     });
   });
 }
+
+/** A pooled connection found dead when a command tried to use it (the command never started). */
+class DeadConnection extends Error {}
 
 /** One live ssh2 connection and how many channels it has open. */
 interface Conn {
@@ -274,25 +279,65 @@ export class SshSession {
 
   /** Opens a channel, runs `wire` (the command as sent), captures and logs its output. */
   private async run(wire: string, shown: string, opts: ExecOptions, stdinPrefix?: Buffer): Promise<ExecResult> {
-    const conn = await this.acquire();
     const id = ++this.seq;
     const log = this.pool.log(this.name);
     const started = Date.now();
     log?.write(`--- #${id} ${new Date(started).toISOString()}${opts.step ? ` [${opts.step}]` : ''} ${this.user}: ${shown}\n`);
     try {
-      const channel = await new Promise<ClientChannel>((resolve, reject) =>
-        conn.client.exec(wire, (err, ch) => (err ? reject(this.lost(err)) : resolve(ch))),
-      );
-      const result = await this.collect(channel, id, opts, stdinPrefix);
-      log?.write(`--- #${id} ${result.signal ? `killed by ${result.signal}` : `exit ${result.code}`} after ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
-      if (result.code !== 0 && !opts.allowFailure) throw new HostCommandError(this.name, shown, result, opts.step);
-      return result;
+      const { conn, channel } = await this.openChannel(wire);
+      try {
+        const result = await this.collect(channel, id, opts, stdinPrefix);
+        log?.write(`--- #${id} ${result.signal ? `killed by ${result.signal}` : `exit ${result.code}`} after ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
+        if (result.code !== 0 && !opts.allowFailure) throw new HostCommandError(this.name, shown, result, opts.step);
+        return result;
+      } finally {
+        this.release(conn);
+      }
     } catch (e) {
       if (!(e instanceof HostCommandError)) log?.write(`--- #${id} failed: ${e instanceof Error ? e.message : String(e)}\n`);
       throw e;
-    } finally {
-      this.release(conn);
     }
+  }
+
+  /**
+   * A channel running `wire`. A pooled connection that died while idle (the
+   * host rebooted, a keep-alive failed) is only found out here: the command
+   * never started, so it is safe to drop that connection and try a fresh one.
+   */
+  private async openChannel(wire: string): Promise<{ conn: Conn; channel: ClientChannel }> {
+    const timeoutMs = this.pool.opts.connectTimeoutMs ?? 20_000;
+    for (let attempt = 1; ; attempt++) {
+      const conn = await this.acquire();
+      try {
+        const channel = await new Promise<ClientChannel>((resolve, reject) => {
+          // A connection whose peer vanished without a word (link down, power off) never answers: bounded.
+          const timer = setTimeout(() => reject(new DeadConnection(`no answer to opening a channel within ${timeoutMs / 1000} s`)), timeoutMs);
+          try {
+            conn.client.exec(wire, (err, ch) => {
+              clearTimeout(timer);
+              if (!err) return resolve(ch);
+              reject(/not connected|no response/i.test(err.message) ? new DeadConnection(err.message) : err);
+            });
+          } catch (e) {
+            clearTimeout(timer);
+            reject(new DeadConnection(e instanceof Error ? e.message : String(e))); // ssh2 throws "Not connected" synchronously
+          }
+        });
+        return { conn, channel };
+      } catch (e) {
+        this.release(conn);
+        const dead = conn.closed || e instanceof DeadConnection;
+        if (!dead || attempt >= 2) throw this.lost(e);
+        this.drop(conn);
+      }
+    }
+  }
+
+  private drop(conn: Conn): void {
+    conn.closed = true;
+    const i = this.conns.indexOf(conn);
+    if (i >= 0) this.conns.splice(i, 1);
+    conn.client.end();
   }
 
   private collect(channel: ClientChannel, id: number, opts: ExecOptions, stdinPrefix?: Buffer): Promise<ExecResult> {

@@ -1,10 +1,12 @@
 /**
  * Sends a directory tree to a host as one (gzipped) tar stream over an exec
- * channel: `tar -x` on the host, no SFTP round trip per file. Files and
- * symlinks travel under temp names; once the stream is whole, the host checks
- * every file's sha256 and only then renames the temp names to the real ones,
- * so a file on the host is either the old one or the complete new one. A
- * failed upload removes its temp files.
+ * channel: `tar -x` on the host, no SFTP round trip per file. Directories are
+ * made in place; files and symlinks land in a staging dir (.sealimg-<id>/ in
+ * the target dir, so on the same file system); once the stream is whole, the
+ * host checks every file's sha256 and only then renames them into place, so a
+ * file on the host is either the old one or the complete new one. A failed
+ * upload removes its staging dir. Files are replaced one by one: a failure
+ * half-way through the renames leaves some files new and the rest old.
  *
  * The tar is written here (headers from node-tar's Header/Pax), so each file is
  * read once: its bytes are hashed as they go into the stream, and the hash
@@ -82,22 +84,18 @@ function header(h: HeaderData): Buffer {
 
 const pad = (size: number) => Buffer.alloc((512 - (size % 512)) % 512);
 
-function tempRel(rel: string, tmp: string, i: number): string {
-  const slash = rel.lastIndexOf('/');
-  return `${slash >= 0 ? rel.slice(0, slash + 1) : ''}${tmp}.${i}`;
-}
-
 /** The tar stream: every entry, then the manifest and the script that checks and renames. */
 async function* tarStream(root: string, entries: Entry[], tmp: string, result: UploadResult): AsyncGenerator<Buffer> {
   const sums: string[] = [];
-  const renames: string[] = [];
-  for (const [i, e] of entries.entries()) {
+  const dirs = new Set<string>();
+  for (const e of entries) {
     if (e.kind === 'dir') {
       yield header({ path: `${e.rel}/`, type: 'Directory', mode: e.mode, mtime: e.mtime, size: 0 });
       continue;
     }
-    const tmpRel = tempRel(e.rel, tmp, i);
-    renames.push(`mv -f -T -- ${shellQuote(tmpRel)} ${shellQuote(e.rel)}`);
+    const tmpRel = `${tmp}/${e.rel}`;
+    const slash = e.rel.lastIndexOf('/');
+    dirs.add(slash >= 0 ? e.rel.slice(0, slash) : '.');
     if (e.kind === 'symlink') {
       yield header({ path: tmpRel, type: 'SymbolicLink', linkpath: e.target, mode: e.mode, mtime: e.mtime, size: 0 });
       result.files.set(e.rel, `symlink:${e.target}`);
@@ -126,8 +124,10 @@ async function* tarStream(root: string, entries: Entry[], tmp: string, result: U
   const script = Buffer.from(
     [
       'set -e',
-      ...(sums.length ? [`sha256sum -c --quiet --strict ./${tmp}.sha256`] : []),
-      ...renames,
+      ...(sums.length ? [`sha256sum -c --quiet --strict ./${tmp}.sha256 >&2`] : []),
+      // One mv per directory (not per file): each file is still one rename(2) into place.
+      `into() { find "./${tmp}/$1" -mindepth 1 -maxdepth 1 ! -type d -exec mv -f -t "./$1" -- {} +; }`,
+      ...[...dirs].sort().map((d) => `into ${shellQuote(d)}`),
       '',
     ].join('\n'),
   );
@@ -151,9 +151,9 @@ export async function uploadTree(session: SshSession, localDir: string, remoteDi
   const T = shellQuote(tmp);
   const command = [
     `mkdir -p -- ${shellQuote(remoteDir)} && cd -- ${shellQuote(remoteDir)} || exit 1`,
-    `if tar -x${compress ? 'z' : ''} --no-same-owner -f - && sh ./${T}.sh; then rm -f -- ./${T}.sh ./${T}.sha256; exit 0; fi`,
+    `if tar -x${compress ? 'z' : ''} --no-same-owner -f - && sh ./${T}.sh; then rm -rf -- ./${T} ./${T}.sh ./${T}.sha256; exit 0; fi`,
     // Whatever failed (the stream, a checksum, a rename), no temp file stays behind.
-    `find . \\( -type f -o -type l \\) -name ${T}'.*' -exec rm -f -- {} + 2>/dev/null`,
+    `rm -rf -- ./${T} ./${T}.sh ./${T}.sha256`,
     'exit 1',
   ].join('\n');
   const tar = Readable.from(tarStream(localDir, entries, tmp, result), { objectMode: false });

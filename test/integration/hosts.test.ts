@@ -232,21 +232,83 @@ test('upload: a tree arrives whole, checked by sha256 on the host, with no temp 
   assert.match(e.message, 'upload');
   assert.is((await h.sh("find /opt/sealimg-up -name '.sealimg-*' | wc -l")).stdout.trim(), '0');
   assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 1\n');
+
+  // The host checks what arrived: a tar that corrupts a file on the way in (a fake one, first in PATH on this
+  // host only) makes the checksum fail; the old file stays and the staging dir goes.
+  await h.sh('rmdir /opt/sealimg-up/bin/tool');
+  await h.sh(
+    `printf '%s\\n' '#!/bin/sh' '/usr/bin/tar "$@" || exit' 'for f in .sealimg-*/etc/config.yaml; do printf X | dd of="$f" conv=notrunc 2>/dev/null; done' > /usr/local/bin/tar && chmod 755 /usr/local/bin/tar`,
+  );
+  try {
+    const e2 = await rejects(uploadTree(s, src, '/opt/sealimg-up'));
+    assert.ok(isSealimgError(e2, 'HOST_STEP_FAILED'), String(e2));
+    assert.match(e2.message, 'FAILED');
+    assert.match(e2.message, 'config.yaml');
+  } finally {
+    await h.sh('rm /usr/local/bin/tar');
+  }
+  assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 1\n');
+  assert.is((await h.sh("find /opt/sealimg-up -name '.sealimg-*' | wc -l")).stdout.trim(), '0');
+  // And without the fake tar the same upload completes.
+  await uploadTree(s, src, '/opt/sealimg-up');
+  assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 2\n');
   // Nothing of it on the real machine.
   assert.not.ok(existsSync('/opt/sealimg-up'));
 });
 
+test('another port: known_hosts says [ip]:port, and OpenSSH in the operator namespace accepts what we recorded', async () => {
+  const h = ctx.hosts.hosts[0];
+  // A second sshd on the host, on port 2222 (it stays in the host's PID namespace and dies with it).
+  await h.sh('/usr/sbin/sshd -f /etc/ssh/sealimg-test/sshd_config -p 2222');
+  const file = join(ctx.dir, 'kh-port');
+  const r = await pool({ knownHostsFile: file }).host({ address: h.ip, port: 2222, privateKey: await readFile(ctx.key) }).exec('hostname');
+  assert.is(r.stdout.trim(), h.hostname);
+  assert.match(await readFile(file, 'utf8'), `[${h.ip}]:2222 ssh-ed25519 `);
+  const ssh = await ctx.hosts.operatorRun('ssh', [
+    '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${file}`,
+    '-i', ctx.key, '-p', '2222', `root@${h.ip}`, 'hostname',
+  ], { timeoutMs: 20_000 });
+  assert.is(ssh.code, 0, ssh.stderr);
+  assert.is(ssh.stdout.trim(), h.hostname);
+});
+
+test('the pool: many commands at once share a few connections; a dropped connection is replaced', async () => {
+  const h = ctx.hosts.hosts[1];
+  // bob, as no other test logs in as bob on this host: his sessions on the host are this pool's connections.
+  const s = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
+  const outs = await Promise.all(Array.from({ length: 24 }, (_, i) => s.exec(`sleep 0.1; echo ${i}`, { sudo: false })));
+  assert.equal(outs.map((o) => o.stdout), Array.from({ length: 24 }, (_, i) => `${i}\n`));
+  // At most 2 connections: one session process per connection on the host.
+  const sessions = Number((await h.sh("pgrep -c -f '^sshd: bob@' || true")).stdout.trim());
+  assert.ok(sessions >= 1 && sessions <= 2, `${sessions} sessions`);
+  // The host drops every connection (as a reboot would); the next command just reconnects.
+  await h.sh("pkill -f '^sshd: bob'");
+  await new Promise((r) => setTimeout(r, 200));
+  assert.is((await s.exec('echo again')).stdout, 'again\n');
+  // Even when the pool had not noticed yet.
+  await h.sh("pkill -f '^sshd: bob'");
+  assert.is((await s.exec('echo once more')).stdout, 'once more\n');
+});
+
 test('a host that is down is an SSH_FAILED error naming it; once back up it answers', async () => {
   const h = ctx.hosts.hosts[2];
+  // A pool that was connected before the host went away, and a fresh one.
+  const known = pool({ connectTimeoutMs: 800 }).host({ address: h.ip, password: ctx.hosts.rootPassword });
+  await known.exec('true');
   await h.down();
   try {
-    const e = await rejects(pool({ connectTimeoutMs: 800 }).host({ address: h.ip, password: ctx.hosts.rootPassword }).exec('true'));
-    assert.ok(isSealimgError(e, 'SSH_FAILED'), String(e));
-    assert.match(e.message, h.ip);
+    for (const s of [pool({ connectTimeoutMs: 800 }).host({ address: h.ip, password: ctx.hosts.rootPassword }), known]) {
+      const t0 = Date.now();
+      const e = await rejects(s.exec('true'));
+      assert.ok(isSealimgError(e, 'SSH_FAILED'), String(e));
+      assert.match(e.message, h.ip);
+      // Bounded by the timeouts, not by TCP's own retries (minutes).
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+    }
   } finally {
     await h.up();
   }
-  const r = await pool().host({ address: h.ip, password: ctx.hosts.rootPassword }).exec('hostname');
+  const r = await known.exec('hostname');
   assert.is(r.stdout.trim(), h.hostname);
 });
 
