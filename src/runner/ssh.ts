@@ -239,8 +239,9 @@ export class SshSession {
       const mode = await this.sudo(opts);
       if (mode === 'nopasswd') wire = `sudo -n -- sh -c ${shellQuote(script)}`;
       if (mode === 'password') {
-        // sudo reads the password from stdin one byte at a time up to the newline, so the rest of stdin stays the command's.
-        wire = `sudo -S -p '' -- sh -c ${shellQuote(script)}`;
+        // sudo reads the password from stdin one byte at a time up to the newline, so the rest of stdin stays the
+        // command's. -k: always ask, even with cached credentials, or the password line would become the command's input.
+        wire = `sudo -k -S -p '' -- sh -c ${shellQuote(script)}`;
         stdinPrefix = Buffer.from(`${this.host.password}\n`);
       }
     }
@@ -265,7 +266,7 @@ export class SshSession {
       if (this.host.password === undefined) {
         throw new SealimgError('AUTH_FAILED', `${this.name}: user ${this.user} needs a password for sudo, and none is configured: ${probe.stderr.trim()}`);
       }
-      const check = await this.run(`sudo -S -p '' true`, 'sudo -S true', { ...opts, allowFailure: true, stdin: undefined }, Buffer.from(`${this.host.password}\n`));
+      const check = await this.run(`sudo -k -S -p '' true`, 'sudo -k -S true', { ...opts, allowFailure: true, stdin: undefined }, Buffer.from(`${this.host.password}\n`));
       if (check.code !== 0) {
         throw new SealimgError('AUTH_FAILED', `${this.name}: sudo refused user ${this.user}: ${check.stderr.trim() || `exit code ${check.code}`}`, {
           hint: 'the user needs sudo rights for every command (a sudoers entry) and its password must be the SSH password',

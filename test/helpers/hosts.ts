@@ -82,8 +82,14 @@ export interface TestHosts {
   rootPassword: string;
   /** A TCP connection to ip:port made in the operator namespace (for ssh2's `sock`). */
   dial(ip: string, port: number, timeoutMs?: number): Promise<Socket>;
-  /** Runs a command in the operator namespace (network only; files are the real ones). */
+  /**
+   * Runs a command in the operator namespace: its network only (the files are the real ones). It
+   * reaches the hosts and its own loopback, not the root namespace's 127.0.0.1: a registry sealimg
+   * must pull from there is started in this namespace too (see `operatorCommand`).
+   */
   operatorRun(cmd: string, args: string[], opts?: Parameters<typeof run>[2]): Promise<RunResult>;
+  /** The argv that runs cmd+args in the operator namespace, for callers that spawn (servers, benchmarks). */
+  operatorCommand(cmd: string, args: string[]): [string, string[]];
   /** Removes every host, namespace and file of this run; safe to call twice. */
   teardown(): Promise<void>;
 }
@@ -103,6 +109,13 @@ process.on('exit', () => {
   // Last resort for a suite that crashed before its after hook: nothing may outlive the test process.
   for (const r of live) teardownSync(r);
 });
+// A signal (CI's `timeout`, Ctrl-C) ends a process without 'exit' handlers: clean up, then die of the signal as before.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    for (const r of live) teardownSync(r);
+    process.kill(process.pid, sig);
+  });
+}
 
 /** Single-quotes a string for sh. */
 function q(s: string): string {
@@ -392,6 +405,7 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
       rootPassword,
       dial,
       operatorRun: (cmd, args, o) => run('nsenter', [`--net=/run/netns/${opNs}`, '--', cmd, ...args], o),
+      operatorCommand: (cmd, args) => ['nsenter', [`--net=/run/netns/${opNs}`, '--', cmd, ...args]],
       teardown: () => teardown(rec),
     };
     return api;

@@ -174,9 +174,12 @@ test('a failing command is HOST_STEP_FAILED naming host and command, with its ou
 
 test('non-root users run as root through sudo (with and without a password)', async () => {
   const h = ctx.hosts.hosts[0];
+  // Cached sudo credentials shared by every session: sudo would not ask again, and must not get a password line then.
+  await h.sh("printf 'Defaults timestamp_type=global\\n' > /etc/sudoers.d/zz-global && chmod 440 /etc/sudoers.d/zz-global");
   const p = pool();
   const alice = p.host({ address: h.ip, user: 'alice', password: 'alice-pw' });
   assert.is((await alice.exec('id -u')).stdout.trim(), '0');
+  assert.is((await alice.exec('cat', { stdin: 'first\n' })).stdout, 'first\n');
   assert.is((await alice.exec('id -un', { sudo: false })).stdout.trim(), 'alice');
   // stdin still reaches the command after sudo took its password line.
   assert.is((await alice.exec('cat', { stdin: 'after the password\n' })).stdout, 'after the password\n');
