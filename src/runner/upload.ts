@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { Header, Pax, type HeaderData } from 'tar';
@@ -40,7 +40,10 @@ export interface UploadResult {
 }
 
 interface Entry {
+  /** Path in the archive, relative to the target dir. */
   rel: string;
+  /** The local file it is read from. */
+  src: string;
   kind: 'dir' | 'file' | 'symlink';
   mode: number;
   mtime: Date;
@@ -56,8 +59,9 @@ async function walk(root: string, filter?: (rel: string) => boolean): Promise<En
     for (const name of names) {
       const r = rel ? `${rel}/${name}` : name;
       if (/[\n\\]/.test(r)) throw new SealimgError('UNSUPPORTED', `${join(root, r)}: file names with a newline or backslash cannot be uploaded`);
-      const st = await lstat(join(root, r));
-      const base = { rel: r, mode: st.mode & 0o7777, mtime: st.mtime, size: 0 };
+      const src = join(root, r);
+      const st = await lstat(src);
+      const base = { rel: r, src, mode: st.mode & 0o7777, mtime: st.mtime, size: 0 };
       if (st.isDirectory()) {
         out.push({ ...base, kind: 'dir' });
         await visit(r);
@@ -66,9 +70,9 @@ async function walk(root: string, filter?: (rel: string) => boolean): Promise<En
       } else if (st.isFile()) {
         out.push({ ...base, kind: 'file', size: st.size });
       } else if (st.isSymbolicLink()) {
-        out.push({ ...base, kind: 'symlink', target: await readlink(join(root, r)) });
+        out.push({ ...base, kind: 'symlink', target: await readlink(src) });
       } else {
-        throw new SealimgError('UNSUPPORTED', `${join(root, r)}: only files, directories and symlinks can be uploaded`);
+        throw new SealimgError('UNSUPPORTED', `${src}: only files, directories and symlinks can be uploaded`);
       }
     }
   };
@@ -85,7 +89,7 @@ function header(h: HeaderData): Buffer {
 const pad = (size: number) => Buffer.alloc((512 - (size % 512)) % 512);
 
 /** The tar stream: every entry, then the manifest and the script that checks and renames. */
-async function* tarStream(root: string, entries: Entry[], tmp: string, result: UploadResult): AsyncGenerator<Buffer> {
+async function* tarStream(entries: Entry[], tmp: string, result: UploadResult): AsyncGenerator<Buffer> {
   const sums: string[] = [];
   const dirs = new Set<string>();
   for (const e of entries) {
@@ -104,7 +108,7 @@ async function* tarStream(root: string, entries: Entry[], tmp: string, result: U
     yield header({ path: tmpRel, type: 'File', mode: e.mode, mtime: e.mtime, size: e.size });
     const hash = createHash('sha256');
     let n = 0;
-    for await (const chunk of createReadStream(join(root, e.rel))) {
+    for await (const chunk of createReadStream(e.src)) {
       const b = chunk as Buffer;
       n += b.length;
       // The header promised e.size bytes; a file that grows or shrinks now would corrupt the stream.
@@ -112,7 +116,7 @@ async function* tarStream(root: string, entries: Entry[], tmp: string, result: U
       hash.update(b);
       yield b;
     }
-    if (n !== e.size) throw new SealimgError('IO', `${join(root, e.rel)} changed size while it was uploaded (${e.size} -> ${n} bytes)`);
+    if (n !== e.size) throw new SealimgError('IO', `${e.src} changed size while it was uploaded (${e.size} -> ${n} bytes)`);
     yield pad(e.size);
     const hex = hash.digest('hex');
     sums.push(`${hex}  ./${tmpRel}`);
@@ -144,7 +148,22 @@ async function* tarStream(root: string, entries: Entry[], tmp: string, result: U
 
 /** Uploads the tree at `localDir` into `remoteDir` on the host (made if missing). */
 export async function uploadTree(session: SshSession, localDir: string, remoteDir: string, opts: UploadOptions = {}): Promise<UploadResult> {
-  const entries = await walk(localDir, opts.filter);
+  return send(session, await walk(localDir, opts.filter), remoteDir, `upload ${localDir} -> ${remoteDir}`, opts);
+}
+
+/** Uploads one file (or symlink) to `remotePath` on the host, the same way: whole, checked, renamed into place. */
+export async function uploadFile(session: SshSession, localFile: string, remotePath: string, opts: Omit<UploadOptions, 'filter'> = {}): Promise<UploadResult> {
+  const st = await lstat(localFile);
+  const rel = posix.basename(remotePath);
+  if (!rel || rel === '.' || rel === '..' || remotePath.endsWith('/')) throw new SealimgError('USAGE', `${remotePath}: the target must name a file`);
+  const e: Entry = { rel, src: localFile, mode: st.mode & 0o7777, mtime: st.mtime, size: 0, kind: 'file' };
+  if (st.isFile()) e.size = st.size;
+  else if (st.isSymbolicLink()) Object.assign(e, { kind: 'symlink', target: await readlink(localFile) });
+  else throw new SealimgError('UNSUPPORTED', `${localFile}: only a file or a symlink can be uploaded this way`);
+  return send(session, [e], posix.dirname(remotePath), `upload ${localFile} -> ${remotePath}`, opts);
+}
+
+async function send(session: SshSession, entries: Entry[], remoteDir: string, label: string, opts: UploadOptions): Promise<UploadResult> {
   const tmp = `.sealimg-${randomId()}`;
   const result: UploadResult = { files: new Map(), bytes: 0 };
   const compress = opts.compress ?? true;
@@ -156,7 +175,7 @@ export async function uploadTree(session: SshSession, localDir: string, remoteDi
     `rm -rf -- ./${T} ./${T}.sh ./${T}.sha256`,
     'exit 1',
   ].join('\n');
-  const tar = Readable.from(tarStream(localDir, entries, tmp, result), { objectMode: false });
+  const tar = Readable.from(tarStream(entries, tmp, result), { objectMode: false });
   let body: Readable = tar;
   if (compress) {
     const gz = createGzip({ level: 1 });
@@ -164,12 +183,6 @@ export async function uploadTree(session: SshSession, localDir: string, remoteDi
     tar.once('error', (e) => gz.destroy(e));
     body = tar.pipe(gz);
   }
-  await session.exec(command, {
-    stdin: body,
-    step: opts.step ?? 'upload',
-    label: `upload ${localDir} -> ${remoteDir}`,
-    signal: opts.signal,
-    timeoutMs: opts.timeoutMs,
-  });
+  await session.exec(command, { stdin: body, step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
   return result;
 }

@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isSealimgError } from '../../src/errors.js';
 import { HostCommandError, SshPool, type SshOptions } from '../../src/runner/ssh.js';
-import { uploadTree } from '../../src/runner/upload.js';
+import { uploadFile, uploadTree } from '../../src/runner/upload.js';
 import { ok, run } from '../helpers/cli.js';
 import { HOSTS_BASE, cleanupStaleHosts, createTestHosts, type TestHosts } from '../helpers/hosts.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -255,6 +255,10 @@ test('upload: a tree arrives whole, checked by sha256 on the host, with no temp 
   // And without the fake tar the same upload completes.
   await uploadTree(s, src, '/opt/sealimg-up');
   assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 2\n');
+  // One file, to a path of its own name.
+  const one = await uploadFile(s, join(src, 'bin/tool'), '/usr/local/sbin/renamed-tool');
+  assert.is(one.files.size, 1);
+  assert.is((await h.sh('stat -c %a /usr/local/sbin/renamed-tool && /usr/local/sbin/renamed-tool')).stdout, '755\ntool\n');
   // Nothing of it on the real machine.
   assert.not.ok(existsSync('/opt/sealimg-up'));
 });
