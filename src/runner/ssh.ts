@@ -102,6 +102,8 @@ export function shellQuote(s: string): string {
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** The environment variable that marks every process an exec started (see killTagged). */
+const TAG_VAR = 'SEALIMG_EXEC';
 
 function defaultDial(address: string, port: number, timeoutMs: number): Promise<Duplex> {
   return new Promise((resolve, reject) => {
@@ -116,6 +118,22 @@ function defaultDial(address: string, port: number, timeoutMs: number): Promise<
       reject(e);
     });
   });
+}
+
+/**
+ * Sends SIGKILL to a command's process group (sshd does killpg for a "signal"
+ * request, RFC 4254 6.9). Without a pty, closing the channel alone would leave
+ * the command running on the host. ssh2's public Channel.signal() only sends
+ * while our side of the channel is writable, i.e. never once stdin got its EOF,
+ * so this goes to the protocol object directly.
+ */
+function killChannel(channel: ClientChannel): void {
+  const ch = channel as unknown as { outgoing?: { id: number; state: string }; _client?: { _protocol?: { signal(id: number, sig: string): void } } };
+  try {
+    if (ch.outgoing && (ch.outgoing.state === 'open' || ch.outgoing.state === 'eof')) ch._client?._protocol?.signal(ch.outgoing.id, 'KILL');
+  } catch {
+    // the connection is gone; nothing runs that we could stop
+  }
 }
 
 /** A pooled connection found dead when a command tried to use it (the command never started). */
@@ -211,6 +229,8 @@ export class SshSession {
   private connecting = 0;
   private sudoMode?: Promise<'root' | 'nopasswd' | 'password'>;
   private seq = 0;
+  private tags = 0;
+  private readonly tagBase = randomBytes(4).toString('hex');
   private parsedKey?: Buffer | string;
 
   constructor(
@@ -224,18 +244,22 @@ export class SshSession {
 
   /** Runs `command` with the user's shell; throws HostCommandError on a non-zero exit unless allowFailure. */
   async exec(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    let script = command;
-    if (opts.env) {
-      const exports: string[] = [];
-      for (const [k, v] of Object.entries(opts.env)) {
-        if (!ENV_NAME.test(k)) throw new SealimgError('USAGE', `${this.name}: invalid environment variable name ${JSON.stringify(k)}`);
-        exports.push(`export ${k}=${shellQuote(v)}`);
-      }
-      script = `${exports.join('; ')}; ${command}`;
+    return this.execTagged(command, opts, true);
+  }
+
+  private async execTagged(command: string, opts: ExecOptions, killable: boolean): Promise<ExecResult> {
+    // Every process the command starts inherits this variable: how a timed-out command is found and stopped.
+    const tag = `${this.tagBase}.${++this.tags}.`;
+    const exports = [`export ${TAG_VAR}=${tag}`];
+    for (const [k, v] of Object.entries(opts.env ?? {})) {
+      if (!ENV_NAME.test(k)) throw new SealimgError('USAGE', `${this.name}: invalid environment variable name ${JSON.stringify(k)}`);
+      exports.push(`export ${k}=${shellQuote(v)}`);
     }
+    const script = `${exports.join('; ')}; ${command}`;
     let wire = script;
     let stdinPrefix: Buffer | undefined;
-    if (opts.sudo ?? this.user !== 'root') {
+    const sudo = opts.sudo ?? this.user !== 'root';
+    if (sudo) {
       const mode = await this.sudo(opts);
       if (mode === 'nopasswd') wire = `sudo -n -- sh -c ${shellQuote(script)}`;
       if (mode === 'password') {
@@ -245,7 +269,14 @@ export class SshSession {
         stdinPrefix = Buffer.from(`${this.host.password}\n`);
       }
     }
-    return this.run(wire, opts.label ?? command, opts, stdinPrefix);
+    const onInterrupt = killable ? () => this.killTagged(tag, sudo) : undefined;
+    return this.run(wire, opts.label ?? command, opts, stdinPrefix, onInterrupt);
+  }
+
+  /** Kills every process on the host that carries `tag` (a command that timed out or was aborted). */
+  private async killTagged(tag: string, sudo: boolean): Promise<void> {
+    const killer = `for f in $(grep -l -a -s -F ${TAG_VAR}=${tag} /proc/[0-9]*/environ); do p=\${f#/proc/}; kill -9 "\${p%/environ}" 2>/dev/null; done; true`;
+    await this.execTagged(killer, { sudo, timeoutMs: 3000, allowFailure: true, label: `stop what ${tag} started` }, false);
   }
 
   /** Closes this host's connections. */
@@ -279,7 +310,7 @@ export class SshSession {
   }
 
   /** Opens a channel, runs `wire` (the command as sent), captures and logs its output. */
-  private async run(wire: string, shown: string, opts: ExecOptions, stdinPrefix?: Buffer): Promise<ExecResult> {
+  private async run(wire: string, shown: string, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
     const id = ++this.seq;
     const log = this.pool.log(this.name);
     const started = Date.now();
@@ -287,7 +318,7 @@ export class SshSession {
     try {
       const { conn, channel } = await this.openChannel(wire);
       try {
-        const result = await this.collect(channel, id, opts, stdinPrefix);
+        const result = await this.collect(channel, id, opts, stdinPrefix, onInterrupt);
         log?.write(`--- #${id} ${result.signal ? `killed by ${result.signal}` : `exit ${result.code}`} after ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
         if (result.code !== 0 && !opts.allowFailure) throw new HostCommandError(this.name, shown, result, opts.step);
         return result;
@@ -341,7 +372,7 @@ export class SshSession {
     conn.client.end();
   }
 
-  private collect(channel: ClientChannel, id: number, opts: ExecOptions, stdinPrefix?: Buffer): Promise<ExecResult> {
+  private collect(channel: ClientChannel, id: number, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
     const limit = opts.maxOutputBytes ?? 1 << 20;
     const log = this.pool.log(this.name);
     const capture = (mark: string) => {
@@ -375,15 +406,31 @@ export class SshSession {
       let signal: string | undefined;
       let stdinError: unknown;
       let failure: unknown;
+      let settled = false;
+      const closed = new Promise<void>((r) => channel.once('close', r));
       const fail = (e: unknown) => {
-        failure ??= e;
-        channel.close();
+        if (failure) return;
+        failure = e;
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+        // sshd kills the process group on a signal request, but only for non-root logins (root sessions run
+        // without the privilege-separated child that handles it); the tagged kill covers every case.
+        killChannel(channel);
+        const stopped = onInterrupt ? onInterrupt().catch(() => undefined) : Promise.resolve();
+        // A hung host may never answer: the caller waits a bounded time, not for the host.
+        const bound = new Promise<void>((r) => setTimeout(r, 5000).unref());
+        void Promise.race([Promise.all([stopped, closed]), bound]).then(() => {
+          channel.close();
+          settled = true;
+          reject(failure);
+        });
       };
       const timer = opts.timeoutMs
         ? setTimeout(() => fail(new SealimgError('HOST_STEP_FAILED', `${this.name}: ${opts.step ? `${opts.step}: ` : ''}command timed out after ${opts.timeoutMs! / 1000} s`)), opts.timeoutMs)
         : undefined;
       const onAbort = () => fail(new SealimgError('ABORTED', `${this.name}: aborted`));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
+      if (opts.signal?.aborted) onAbort();
       channel.on('data', (b: Buffer) => out.add(b));
       channel.stderr.on('data', (b: Buffer) => err.add(b));
       channel.on('exit', (c: number | null, sig?: string) => {
@@ -391,11 +438,12 @@ export class SshSession {
         if (sig) signal = sig;
       });
       channel.on('close', () => {
+        if (settled || failure) return;
+        settled = true;
         clearTimeout(timer);
         opts.signal?.removeEventListener('abort', onAbort);
         const result: ExecResult = { code: code ?? -1, stdout: out.text(), stderr: err.text() };
         if (signal) result.signal = signal;
-        if (failure) return reject(failure);
         if (code === undefined && !signal) {
           return reject(new SealimgError('SSH_FAILED', `${this.name}: the connection was lost while a command ran`, { cause: stdinError }));
         }

@@ -267,6 +267,8 @@ test('another port: known_hosts says [ip]:port, and OpenSSH in the operator name
   const h = ctx.hosts.hosts[0];
   // A second sshd on the host, on port 2222 (it stays in the host's PID namespace and dies with it).
   await h.sh('/usr/sbin/sshd -f /etc/ssh/sealimg-test/sshd_config -p 2222');
+  // sshd forks into the background before it listens: wait (bounded) until it does.
+  for (let i = 0; i < 50 && !(await h.sh('ss -Hltn sport = :2222')).stdout.trim(); i++) await new Promise((r) => setTimeout(r, 50));
   const file = join(ctx.dir, 'kh-port');
   const r = await pool({ knownHostsFile: file }).host({ address: h.ip, port: 2222, privateKey: await readFile(ctx.key) }).exec('hostname');
   assert.is(r.stdout.trim(), h.hostname);
@@ -295,6 +297,28 @@ test('the pool: many commands at once share a few connections; a dropped connect
   // Even when the pool had not noticed yet.
   await h.sh("pkill -f '^sshd: bob'");
   assert.is((await s.exec('echo once more')).stdout, 'once more\n');
+});
+
+test('a command that times out or is aborted is stopped on the host, children included', async () => {
+  const h = ctx.hosts.hosts[2];
+  const root = pool().host({ address: h.ip, password: ctx.hosts.rootPassword });
+  let t0 = Date.now();
+  const e = await rejects(root.exec('sleep 31 & sleep 32; echo never', { timeoutMs: 300, step: 'init hook' }));
+  assert.ok(isSealimgError(e, 'HOST_STEP_FAILED'), String(e));
+  assert.match(e.message, h.ip);
+  assert.match(e.message, 'timed out');
+  assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
+  // Through sudo as well, stopped by an AbortSignal.
+  const bob = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 300);
+  t0 = Date.now();
+  const e2 = await rejects(bob.exec('sleep 33 & sleep 34', { signal: ac.signal }));
+  assert.ok(isSealimgError(e2, 'ABORTED'), String(e2));
+  assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
+  assert.is((await h.sh("pgrep -f '^sleep 3[1-4]' || true")).stdout.trim(), '');
+  // The session still works afterwards.
+  assert.is((await root.exec('echo fine')).stdout, 'fine\n');
 });
 
 test('a host that is down is an SSH_FAILED error naming it; once back up it answers', async () => {
