@@ -57,7 +57,7 @@ export interface ExecOptions {
   stdin?: Readable | string | Buffer;
   /** Run as root through sudo (default: whenever the user is not root). */
   sudo?: boolean;
-  /** Exported for the command (values are quoted; they appear in the log, so no secrets). */
+  /** Exported for the command (quoted). Not written to the log, but visible in the host's process list while it runs. */
   env?: Record<string, string>;
   /** Return a non-zero exit instead of throwing HOST_STEP_FAILED. */
   allowFailure?: boolean;
@@ -153,6 +153,8 @@ export class SshPool {
   /** Serialises known_hosts read-check-append, so two connections to one new host trust it once. */
   private knownHostsQueue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private logError?: Error;
+  private commandIds = 0;
 
   constructor(readonly opts: SshOptions) {}
 
@@ -180,14 +182,22 @@ export class SshPool {
   /** @internal The host's log stream, or undefined when logging is off. */
   log(host: string): WriteStream | undefined {
     if (!this.opts.logDir) return undefined;
+    if (this.logError) throw new SealimgError('IO', `cannot write the host log in ${this.opts.logDir}: ${this.logError.message}`, { cause: this.logError });
     let w = this.logs.get(host);
     if (!w) {
       mkdirSync(this.opts.logDir, { recursive: true, mode: 0o700 });
       // Commands' output may hold secrets of the cluster: the log is the user's alone.
       w = createWriteStream(join(this.opts.logDir, `${host.replace(/[^A-Za-z0-9._-]/g, '_')}.log`), { flags: 'a', mode: 0o600 });
+      // A log that cannot be written stops the next command, rather than the process or the record.
+      w.on('error', (e) => (this.logError ??= e));
       this.logs.set(host, w);
     }
     return w;
+  }
+
+  /** @internal Numbers commands per pool, so lines of two users on one host's log stay apart. */
+  nextCommandId(): number {
+    return ++this.commandIds;
   }
 
   /** @internal Host key check for ssh2's hostVerifier; resolves to an error message or undefined. */
@@ -228,7 +238,6 @@ export class SshSession {
   private readonly waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private connecting = 0;
   private sudoMode?: Promise<'root' | 'nopasswd' | 'password'>;
-  private seq = 0;
   private tags = 0;
   private readonly tagBase = randomBytes(4).toString('hex');
   private parsedKey?: Buffer | string;
@@ -311,7 +320,7 @@ export class SshSession {
 
   /** Opens a channel, runs `wire` (the command as sent), captures and logs its output. */
   private async run(wire: string, shown: string, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
-    const id = ++this.seq;
+    const id = this.pool.nextCommandId();
     const log = this.pool.log(this.name);
     const started = Date.now();
     log?.write(`--- #${id} ${new Date(started).toISOString()}${opts.step ? ` [${opts.step}]` : ''} ${this.user}: ${shown}\n`);

@@ -190,6 +190,9 @@ test('non-root users run as root through sudo (with and without a password)', as
   await writeFile(join(src, 'f'), 'by bob\n');
   await uploadTree(bob, src, '/opt/sealimg-sudo');
   assert.is((await h.sh('stat -c %U:%s /opt/sealimg-sudo/f')).stdout.trim(), 'root:7');
+  // The password line sudo reads comes before the (gzipped tar) stream, which arrives whole.
+  await uploadFile(alice, join(src, 'f'), '/opt/sealimg-sudo/by-alice');
+  assert.is((await h.sh('stat -c %U /opt/sealimg-sudo/by-alice && cat /opt/sealimg-sudo/by-alice')).stdout, 'root\nby bob\n');
 });
 
 test('upload: a tree arrives whole, checked by sha256 on the host, with no temp files left', async () => {
