@@ -21,6 +21,20 @@
  * empty tmpfs). Killing the `unshare` process kills the host's PID namespace,
  * which drops its private mounts; teardown then deletes the namespaces and the
  * run dir. `cleanupStaleHosts()` does the same for runs whose owner is dead.
+ *
+ * What a test should know:
+ * - A host starts as a copy of this machine's / (every installed tool is there:
+ *   skopeo, docker-registry, sudo...), with an empty /tmp and /run of its own.
+ *   Other paths (/root, /work, /var/tmp) show the real files, copy-on-write.
+ * - Non-namespaced sysctls and /sys are read-only in a host; /proc/sys/net is its own.
+ * - No systemd in a host: sshd is PID 1. `host.sh()` runs a command inside it
+ *   without SSH, for a test's own checks.
+ * - The operator namespace has its own loopback: a registry that sealimg (run
+ *   via `operatorRun`) must reach is started there (`operatorCommand`), not on
+ *   the root namespace's 127.0.0.1. Benchmarks shape the operator's link with
+ *   tc on eth0 in `operatorNetns`.
+ * - In-process SSH (the runner's SshPool) reaches the hosts with `dial` as its
+ *   dial option; a plain connect from the test process has no route to them.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
