@@ -14,7 +14,7 @@
  *
  * 10.77.x.x exists only inside these namespaces and none of them has a default
  * route, so no packet can leave the machine, even from a buggy test (the root
- * namespace has no route to the hosts at all).
+ * namespace has no route to the hosts, only an "unreachable" one for 10.77/16).
  *
  * Everything a host writes lands in its overlay's upper dir under
  * /var/tmp/sealimg-testhosts/run-<n>/, which a host cannot see (masked by an
@@ -34,7 +34,9 @@
  *   the root namespace's 127.0.0.1. Benchmarks shape the operator's link with
  *   tc on eth0 in `operatorNetns`.
  * - In-process SSH (the runner's SshPool) reaches the hosts with `dial` as its
- *   dial option; a plain connect from the test process has no route to them.
+ *   dial option. A plain connect from the test process fails at once: the root
+ *   namespace gets an "unreachable 10.77.0.0/16" route, so that no mistake can
+ *   send these addresses to the real network by the default route.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -328,6 +330,10 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
   if (!(count >= 1 && count <= 200)) throw new Error(`test hosts: count ${count} out of range`);
   const port = opts.sshPort ?? 22;
   const rootPassword = opts.rootPassword ?? randomBytes(9).toString('base64url');
+  // A safety net in the root namespace: a test that connects to a host without `dial` gets "unreachable" at
+  // once, instead of its packets following the default route out of the machine. Left in place (harmless).
+  const guard = await run('ip', ['route', 'add', 'unreachable', '10.77.0.0/16']);
+  if (guard.code !== 0 && !/File exists/.test(guard.stderr)) throw new Error(`test hosts: cannot add the 10.77.0.0/16 guard route: ${guard.stderr.trim()}`);
   const { n, dir } = await claimRun();
   const rec: RunRecord = { n, dir, pids: [], done: false };
   live.add(rec);

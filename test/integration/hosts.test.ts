@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
@@ -351,8 +352,16 @@ test('hosts have no way out: no default route, and no route to the real network'
   assert.is((await h.sh('ip route show default')).stdout.trim(), '');
   const r = await h.sh('ip route get 192.0.2.1 2>&1 || true');
   assert.match(r.stdout, 'unreachable');
-  // The root namespace has no route to the hosts at all.
-  assert.not.match(await ok('ip', ['route']), '10.77.');
+  // The root namespace has no route to the hosts, and a mistaken plain connect fails at once, going nowhere.
+  assert.match((await run('ip', ['route', 'get', h.ip])).stderr, 'No route to host');
+  const err = await rejects(
+    new Promise((resolve, reject) => {
+      const sock = connect({ host: h.ip, port: 22 });
+      sock.once('connect', () => resolve(sock.destroy()));
+      sock.once('error', reject);
+    }),
+  );
+  assert.is((err as NodeJS.ErrnoException).code, 'EHOSTUNREACH');
 });
 
 test('cleanupStaleHosts removes the hosts of a run whose process was killed', async () => {
