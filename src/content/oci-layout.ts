@@ -225,6 +225,12 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     return join(this.root, INGEST, `${algorithm}-${hex}.partial`);
   }
 
+  async abandonIngest(desc: Descriptor): Promise<void> {
+    const partial = this.partialPath(desc.digest);
+    const holder = Number.parseInt(await readFile(`${partial}.lock`, 'utf8').catch(() => ''), 10);
+    if (!processAlive(holder)) await rm(partial, { force: true });
+  }
+
   async ingestOffset(desc: Descriptor): Promise<number> {
     const partial = this.partialPath(desc.digest);
     const holder = Number.parseInt(await readFile(`${partial}.lock`, 'utf8').catch(() => ''), 10);

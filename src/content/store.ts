@@ -59,6 +59,8 @@ export interface ResumableIngest {
   ingestOffset(desc: Descriptor, signal?: AbortSignal): Promise<number>;
   /** Like push, where `rest` holds the bytes from `offset` on; the whole blob is verified. */
   pushFrom(expected: Descriptor, offset: number, rest: Readable, signal?: AbortSignal): Promise<void>;
+  /** Drops what an interrupted transfer of `desc` left, for a caller whose source cannot resume. */
+  abandonIngest(desc: Descriptor): Promise<void>;
 }
 
 /** A source that can send a blob from an offset (HTTP Range). */
