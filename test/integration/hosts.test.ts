@@ -292,6 +292,9 @@ test('the pool: many commands at once share a few connections; a dropped connect
   const s = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
   const outs = await Promise.all(Array.from({ length: 24 }, (_, i) => s.exec(`sleep 0.1; echo ${i}`, { sudo: false })));
   assert.equal(outs.map((o) => o.stdout), Array.from({ length: 24 }, (_, i) => `${i}\n`));
+  // Quick commands whose whole answer (output, exit status, close) comes in one read: no status is lost.
+  const codes = await Promise.all(Array.from({ length: 160 }, (_, i) => s.exec(`exit ${i % 7}`, { sudo: false, allowFailure: true })));
+  assert.equal(codes.map((c) => c.code), Array.from({ length: 160 }, (_, i) => i % 7));
   // At most 2 connections: one session process per connection on the host.
   const sessions = Number((await h.sh("pgrep -c -f '^sshd: bob@' || true")).stdout.trim());
   assert.ok(sessions >= 1 && sessions <= 2, `${sessions} sessions`);
