@@ -195,9 +195,6 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const file = fh.createReadStream({ highWaterMark: 1 << 20 });
     file.on('error', (e) => verify.destroy(e));
     verify.on('close', () => file.destroy());
-    // A small blob is read and checked before the consumer attaches; its error
-    // must wait on the stream (pipeline reports it) instead of crashing the process.
-    verify.on('error', () => undefined);
     return markVerified(file.pipe(verify), desc.digest);
   }
 
@@ -281,10 +278,10 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     } catch (e) {
       // A stream destroyed before its file opened still creates the file: wait for it to close.
       if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
-      // Keep a partial download the network or the user interrupted; drop one that was wrong or
-      // that a failure elsewhere in the copy cut short.
-      const interrupted = isSealimgError(e, 'NETWORK') || (signal?.aborted === true && isSealimgError(signal.reason, 'ABORTED'));
-      if (!(owned && interrupted)) await rm(tmp, { force: true });
+      // Keep a partial download the network broke, for the next run; anything else (a wrong
+      // body, Ctrl-C, a failure elsewhere in the copy) leaves the store as it was. A killed
+      // process cleans nothing, so its partial file stays too, and the next run resumes it.
+      if (!(owned && isSealimgError(e, 'NETWORK'))) await rm(tmp, { force: true });
       throw e;
     } finally {
       if (owned) await unlink(`${partial}.lock`).catch(() => undefined);

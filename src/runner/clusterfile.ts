@@ -43,6 +43,13 @@ export interface Condition {
   lastHeartbeatTime: string;
 }
 
+export interface MountRecord {
+  imageName: string;
+  type: string;
+  digest: string;
+  labels: Record<string, string>;
+}
+
 /** A `kind: Config` document: a patch applied to a file of an image before distribution. */
 export interface ConfigPatch {
   name: string;
@@ -172,8 +179,24 @@ export class Clusterfile {
     this.cluster.setIn(['status', 'conditions'], list);
   }
 
+  /** Takes over another Clusterfile's status (what has been done), keeping this one's spec. */
+  adoptStatus(from: Clusterfile): void {
+    this.cluster.set('status', from.cluster.get('status', true) ?? new YAMLMap());
+  }
+
   private ensureStatus(): void {
     if (!isMap(this.cluster.get('status'))) this.cluster.set('status', new YAMLMap());
+  }
+
+  /** What each image brought (as sealos' status.mounts): reset reads the hooks from here. */
+  mounts(): MountRecord[] {
+    const m = (this.cluster.toJS() as { status?: { mounts?: MountRecord[] } }).status?.mounts;
+    return Array.isArray(m) ? m : [];
+  }
+
+  setMounts(mounts: MountRecord[]): void {
+    this.ensureStatus();
+    this.cluster.setIn(['status', 'mounts'], mounts);
   }
 
   /** The `kind: Config` documents. */

@@ -23,6 +23,8 @@ import { randomId, shellQuote, type SshSession } from './ssh.js';
 export interface UploadOptions {
   /** Which files and symlinks to send, by path relative to the tree (directories are always made). */
   filter?: (rel: string) => boolean;
+  /** Directories (relative paths) to leave out entirely, not even made on the host. */
+  prune?: (rel: string) => boolean;
   /** gzip the stream (default true; level 1: the link, not the CPU, should be the limit). */
   compress?: boolean;
   step?: string;
@@ -47,7 +49,7 @@ interface Entry {
 }
 
 /** Lists a tree, parents before children, in a stable order. */
-async function walk(root: string, filter?: (rel: string) => boolean): Promise<Entry[]> {
+async function walk(root: string, filter?: (rel: string) => boolean, prune?: (rel: string) => boolean): Promise<Entry[]> {
   const out: Entry[] = [];
   const visit = async (rel: string): Promise<void> => {
     const names = (await readdir(rel ? join(root, rel) : root)).sort();
@@ -57,6 +59,7 @@ async function walk(root: string, filter?: (rel: string) => boolean): Promise<En
       const st = await lstat(join(root, r));
       const base = { rel: r, mode: st.mode & 0o7777, mtime: st.mtime, size: 0 };
       if (st.isDirectory()) {
+        if (prune?.(r)) continue;
         out.push({ ...base, kind: 'dir' });
         await visit(r);
       } else if (filter && !filter(r)) {
@@ -144,7 +147,7 @@ async function* tarStream(root: string, entries: Entry[], tmp: string, result: U
 
 /** Uploads the tree at `localDir` into `remoteDir` on the host (made if missing). */
 export async function uploadTree(session: SshSession, localDir: string, remoteDir: string, opts: UploadOptions = {}): Promise<UploadResult> {
-  const entries = await walk(localDir, opts.filter);
+  const entries = await walk(localDir, opts.filter, opts.prune);
   const tmp = `.sealimg-${randomId()}`;
   const result: UploadResult = { files: new Map(), bytes: 0 };
   const compress = opts.compress ?? true;

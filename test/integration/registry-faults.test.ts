@@ -61,7 +61,7 @@ test('a registry serving a blob that does not match its digest: DIGEST_MISMATCH,
   assert.is(await local.exists(layer), false);
   assert.equal(await local.list(), []);
   const ingest = await readdir(join(root, '.ingest')).catch(() => []);
-  assert.equal(ingest, [], 'no partial file left behind');
+  assert.equal(ingest, [], `no partial file left behind; sealimg said:\n${r.stderr}`);
 });
 
 test('push and pull complete through random 503/429s and dropped connections; every digest checks', async () => {

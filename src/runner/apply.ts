@@ -1,0 +1,335 @@
+/**
+ * The Applier: compares the cluster a user asks for with the one recorded in
+ * ~/.sealimg/<cluster>/Clusterfile and does what is missing, in sealos' order:
+ * check hosts, mount images, distribute, bootstrap (hooks), guest commands.
+ * Every step is idempotent and recorded in status.conditions with the key of
+ * what it depends on, so a re-run skips what is done and a failed run picks up
+ * where it stopped. The Clusterfile is written after every step.
+ */
+import { createHash } from 'node:crypto';
+import { readFile, rename } from 'node:fs/promises';
+import type { OciLayoutStore } from '../content/oci-layout.js';
+import type { RegistryOptions } from '../content/registry-client.js';
+import { SealimgError, errnoCode } from '../errors.js';
+import { Clusterfile } from './clusterfile.js';
+import type { ClusterDir } from './cluster-dir.js';
+import { distributeTree } from './distribute.js';
+import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
+import { resolveImages, type RunImage } from './images.js';
+import { mergeEnv, mountAll, type MountResult } from './mount.js';
+import { SshPool, shellQuote, type SshSession } from './ssh.js';
+import type { Vars } from './template.js';
+
+export interface ApplyOptions {
+  store: OciLayoutStore;
+  dir: ClusterDir;
+  /** Local store root and registry settings, for images that must be pulled. */
+  root: string;
+  registry?: RegistryOptions;
+  /** Extra environment (-e K=V). */
+  env?: string[];
+  /** Replaces the first image's CMD (--cmd). */
+  cmd?: string[];
+  insecureSkipHostKeyCheck?: boolean;
+  say: (line: string) => void;
+  signal?: AbortSignal;
+  /** How many hosts are worked on at once (default 5). */
+  parallel?: number;
+  version: string;
+}
+
+/** sealos' hook labels, in the order they run at bootstrap. */
+const BOOT_HOOKS = ['check', 'init-registry', 'init-cri', 'init'] as const;
+/** Their undoing, in the reverse order. */
+export const CLEAN_HOOKS = ['clean', 'clean-cri', 'clean-registry'] as const;
+
+export function keyOf(...parts: unknown[]): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+}
+
+async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const errors: unknown[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  // Every host got its chance; report the first failure (the others are in the log and the conditions).
+  if (errors.length > 0) throw errors[0];
+}
+
+export async function loadClusterfile(dir: ClusterDir): Promise<Clusterfile | undefined> {
+  try {
+    return Clusterfile.parse(await readFile(dir.clusterfile, 'utf8'), dir.clusterfile);
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+export function openPool(dir: ClusterDir, opts: { insecureSkipHostKeyCheck?: boolean; say: (l: string) => void }): SshPool {
+  return new SshPool({
+    knownHostsFile: dir.knownHosts,
+    logDir: dir.logs,
+    insecureSkipHostKeyCheck: opts.insecureSkipHostKeyCheck,
+    onNewHostKey: (host, fp) => opts.say(`${host}: trusting host key ${fp} (first use)`),
+    connectTimeoutMs: 15_000,
+  });
+}
+
+/** The bootstrap and guest environment: the merged ENV plus what sealos' scripts read. */
+function hookEnv(vars: Vars, host: RunHost, images: RunImage[], opts: ApplyOptions): Record<string, string> {
+  const rootfs = images.filter((i) => i.type !== 'application');
+  const kubeVersion = [...rootfs].reverse().find((i) => i.labels.version)?.labels.version ?? '';
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(vars)) if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) env[k] = v;
+  for (const kv of host.env) {
+    const eq = kv.indexOf('=');
+    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const mode = host.roles.includes('master') ? 'master' : 'node';
+  Object.assign(env, {
+    SEALOS_SYS_KUBE_VERSION: kubeVersion,
+    SEALOS_SYS_SEALOS_VERSION: opts.version,
+    SEALOS_SYS_RUN_MODE: mode,
+    SEALIMG_CLUSTER: opts.dir.name,
+    SEALIMG_ROLES: host.roles.join(','),
+    SEALIMG_HOST_IP: host.ip,
+    SEALIMG_ROOTFS: opts.dir.remoteRootfs(),
+  });
+  return env;
+}
+
+export class Applier {
+  private pool?: SshPool;
+  private cf!: Clusterfile;
+
+  constructor(private readonly opts: ApplyOptions) {}
+
+  private session(h: RunHost): Promise<SshSession> {
+    return sshTarget(h).then((t) => this.pool!.host(t));
+  }
+
+  private saving: Promise<void> = Promise.resolve();
+
+  /** Writes the Clusterfile; saves from hosts in parallel queue up, and each writes the latest state. */
+  private save(): Promise<void> {
+    this.saving = this.saving.catch(() => undefined).then(() => this.cf.save(this.opts.dir.clusterfile));
+    return this.saving;
+  }
+
+  private done(type: string, key: string): boolean {
+    return this.cf.conditions().some((c) => c.type === type && c.status === 'True' && c.reason === key);
+  }
+
+  /**
+   * Runs `fn` as the step `type` unless it is recorded done with `key`, and
+   * records the outcome. Without a key the step always runs (it is
+   * incremental by itself, as distribution is).
+   */
+  private async step(type: string, key: string | undefined, fn: () => Promise<string | void>): Promise<void> {
+    if (key !== undefined && this.done(type, key)) return;
+    try {
+      const message = await fn();
+      this.cf.setCondition({ type, status: 'True', reason: key ?? 'Done', message: message || 'done' });
+    } catch (e) {
+      this.cf.setCondition({ type, status: 'False', reason: 'Failed', message: (e as Error).message.split('\n')[0] });
+      await this.save();
+      throw e;
+    }
+    await this.save();
+  }
+
+  /**
+   * Applies `desired`. Returns false when the cluster already is as asked
+   * (nothing was done).
+   */
+  async apply(desired: Clusterfile): Promise<boolean> {
+    const { dir, say } = this.opts;
+    const current = await loadClusterfile(dir);
+    const want = desired.spec();
+    if (current) {
+      const have = current.spec();
+      const hostKey = (s: typeof have) => JSON.stringify(hostsOf(s).map((h) => [h.name, [...h.roles].sort()]));
+      if (hostKey(have) !== hostKey(want) && current.phase === 'ClusterSuccess') {
+        throw new SealimgError('USAGE', `cluster ${dir.name} already runs on other hosts`, { hint: "use 'sealimg add' or 'sealimg delete' to change hosts, or 'sealimg reset' first" });
+      }
+      const merged = [...have.image, ...want.image.filter((i) => !have.image.includes(i))];
+      if (current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
+        say(`Cluster ${dir.name} already runs ${have.image.join(', ')}: nothing to do`);
+        return false;
+      }
+      // The user's latest word on hosts, credentials and env; the recorded state (conditions) from before.
+      this.cf = desired;
+      this.cf.adoptStatus(current);
+      this.cf.setImages(merged);
+    } else this.cf = desired;
+    this.cf.setPhase('ClusterInProgress');
+    await this.save();
+
+    const spec = this.cf.spec();
+    const hosts = hostsOf(spec);
+    this.pool = openPool(dir, { insecureSkipHostKeyCheck: this.opts.insecureSkipHostKeyCheck, say });
+    try {
+      await this.check(hosts);
+      const images = await resolveImages(this.opts.store, spec.image, { root: this.opts.root, registry: this.opts.registry, signal: this.opts.signal, say });
+      this.cf.setMounts(images.map((i) => ({ imageName: i.name, type: i.type, digest: i.descriptor.digest, labels: i.labels })));
+      const vars = mergeEnv(images, spec.env, this.opts.env ?? []);
+      say(`Mounting ${images.length} image${images.length === 1 ? '' : 's'}`);
+      const mounted = await mountAll(this.opts.store, dir, images, vars, this.cf.configs(), this.opts.signal);
+      await this.distribute(hosts, mounted);
+      await this.bootstrap(hosts, images, vars);
+      await this.guest(hosts, images, mounted, vars, spec.command);
+      this.cf.setPhase('ClusterSuccess');
+      await this.save();
+      say(`Cluster ${dir.name} is ready`);
+      return true;
+    } finally {
+      await this.pool.close();
+    }
+  }
+
+  /** Reachable over SSH, unique hostnames, clocks within 5 s, no other cluster's files. */
+  private async check(hosts: RunHost[]): Promise<void> {
+    const key = keyOf(hosts.map((h) => h.name));
+    if (this.done('Check', key)) return;
+    this.opts.say(`Checking ${hosts.length} host${hosts.length === 1 ? '' : 's'}`);
+    const facts = new Map<string, { hostname: string; skew: number; others: string[] }>();
+    await this.step('Check', key, async () => {
+      await inParallel(hosts, this.opts.parallel ?? 5, async (h) => {
+        const s = await this.session(h);
+        const before = Date.now();
+        const r = await s.exec(`hostname; date +%s; ls -1 ${shellQuote(this.opts.dir.remoteRoot().replace(/\/[^/]+$/, ''))} 2>/dev/null || true`, { step: 'check' });
+        const [hostname = '', epoch = '0', ...others] = r.stdout.trim().split('\n');
+        const local = (before + Date.now()) / 2000;
+        facts.set(h.name, { hostname, skew: Math.abs(Number(epoch) - local), others: others.filter((o) => o && o !== this.opts.dir.name) });
+      });
+      const byName = new Map<string, string>();
+      for (const h of hosts) {
+        const f = facts.get(h.name)!;
+        const other = byName.get(f.hostname);
+        if (other) throw new SealimgError('HOST_STEP_FAILED', `${h.name}: check: hostname "${f.hostname}" is also ${other}'s`, { hint: 'every host needs its own hostname (Kubernetes node names come from them)' });
+        byName.set(f.hostname, h.name);
+        if (f.skew > 5) throw new SealimgError('HOST_STEP_FAILED', `${h.name}: check: its clock is ${f.skew.toFixed(0)} s off this machine's (at most 5 s)`, { hint: 'sync the clocks (chrony/ntp) first' });
+        if (f.others.length > 0) throw new SealimgError('HOST_STEP_FAILED', `${h.name}: check: already holds cluster ${f.others.join(', ')}`, { hint: "reset that cluster first ('sealimg reset --cluster NAME')" });
+      }
+      return `hosts ${[...byName.keys()].join(', ')}`;
+    });
+  }
+
+  private async distribute(hosts: RunHost[], m: MountResult): Promise<void> {
+    const { dir, say } = this.opts;
+    const reg = registryHost(hosts);
+    const master0 = masters(hosts)[0]!;
+    await inParallel(hosts, this.opts.parallel ?? 5, async (h) => {
+      const s = await this.session(h);
+      const state = dir.sentState(h.name);
+      await this.step(`Distribute/${h.name}`, undefined, async () => {
+        const isReg = h === reg;
+        const r = await distributeTree(s, m.rootfs, dir.remoteRootfs(), state, { exclude: isReg ? undefined : (rel) => rel === 'registry' || rel.startsWith('registry/'), step: 'distribute', signal: this.opts.signal });
+        let files = r.sentFiles;
+        let bytes = r.sentBytes;
+        if (h === master0) {
+          for (const app of m.apps) {
+            const a = await distributeTree(s, app.tree, dir.remoteApp(app.name), state, { step: 'distribute', signal: this.opts.signal });
+            files += a.sentFiles;
+            bytes += a.sentBytes;
+          }
+        }
+        const line = `distributed ${files} file${files === 1 ? '' : 's'} (${(bytes / 1e6).toFixed(1)} MB)${files === 0 ? ', already up to date' : ''}`;
+        say(`${h.name}: ${line}`);
+        return line;
+      });
+    });
+  }
+
+  private async hooks(s: SshSession, h: RunHost, images: RunImage[], vars: Vars, names: readonly string[]): Promise<void> {
+    const labels: Record<string, string> = {};
+    for (const i of images) if (i.type !== 'application') Object.assign(labels, i.labels);
+    const scripts = `${this.opts.dir.remoteRootfs()}/scripts`;
+    for (const hook of names) {
+      const script = labels[hook];
+      const run = script ?? `${hook}.sh`;
+      // A hook runs when its label names it, or when the image carries scripts/<hook>.sh.
+      const guard = script ? 'true' : `test -f ${shellQuote(run)}`;
+      this.opts.say(`${h.name}: ${hook}`);
+      await s.exec(`cd ${shellQuote(scripts)} 2>/dev/null || exit 0; if ${guard}; then bash ${run}; fi`, { step: `${hook} hook`, env: hookEnv(vars, h, images, this.opts), signal: this.opts.signal });
+    }
+  }
+
+  private async bootstrap(hosts: RunHost[], images: RunImage[], vars: Vars): Promise<void> {
+    const reg = registryHost(hosts);
+    const base = images.filter((i) => i.type !== 'application');
+    const key = keyOf(base.map((i) => i.descriptor.digest), vars);
+    const domain = vars.registryDomain ?? 'sealos.hub';
+    const one = async (h: RunHost) => {
+      await this.step(`Bootstrap/${h.name}`, key, async () => {
+        const s = await this.session(h);
+        const hooks = (names: readonly string[]) => this.hooks(s, h, base, vars, names);
+        await hooks(['check']);
+        await setHostsBlock(s, this.opts.dir.name, [`${reg.ip} ${domain}`]);
+        if (h === reg) await hooks(['init-registry']);
+        await hooks(['init-cri', 'init']);
+      });
+    };
+    // The registry host first: the others' hooks may pull from it.
+    await one(reg);
+    await inParallel(hosts.filter((h) => h !== reg), this.opts.parallel ?? 5, one);
+  }
+
+  private async guest(hosts: RunHost[], images: RunImage[], m: MountResult, vars: Vars, specCommand: string[]): Promise<void> {
+    const master0 = masters(hosts)[0]!;
+    const override = this.opts.cmd && this.opts.cmd.length > 0 ? this.opts.cmd : specCommand.length > 0 ? specCommand : undefined;
+    for (const [i, image] of images.entries()) {
+      const c = image.config.config ?? {};
+      const commands = i === 0 && override ? override : [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
+      if (commands.length === 0) continue;
+      const key = keyOf(image.descriptor.digest, commands);
+      if (image.type === 'application') {
+        const app = m.apps.find((a) => a.image === image)!;
+        await this.step(`Guest/${app.name}`, key, async () => {
+          const s = await this.session(master0);
+          for (const cmd of commands) {
+            this.opts.say(`${master0.name}: ${app.name}: ${cmd}`);
+            await s.exec(`cd ${shellQuote(this.opts.dir.remoteApp(app.name))} && ${cmd}`, { step: `${app.name} command`, env: hookEnv(vars, master0, images, this.opts), signal: this.opts.signal });
+          }
+        });
+      } else {
+        await inParallel(hosts, this.opts.parallel ?? 5, (h) =>
+          this.step(`Guest/${h.name}/${image.descriptor.digest.slice(7, 19)}`, key, async () => {
+            const s = await this.session(h);
+            for (const cmd of commands) {
+              this.opts.say(`${h.name}: ${cmd}`);
+              await s.exec(`cd ${shellQuote(this.opts.dir.remoteRootfs())} && ${cmd}`, { step: 'image command', env: hookEnv(vars, h, images, this.opts), signal: this.opts.signal });
+            }
+          }),
+        );
+      }
+    }
+  }
+}
+
+/** Replaces this cluster's block of /etc/hosts lines (idempotent; keeps the file's inode). */
+export async function setHostsBlock(s: SshSession, cluster: string, lines: string[]): Promise<void> {
+  const begin = `# sealimg:${cluster} begin`;
+  const end = `# sealimg:${cluster} end`;
+  const block = lines.length > 0 ? [begin, ...lines, end].join('\n') + '\n' : '';
+  await s.exec(
+    `t=$(mktemp) && sed ${shellQuote(`/^${begin}$/,/^${end}$/d`)} /etc/hosts > "$t" && cat >> "$t" && cat "$t" > /etc/hosts && rm -f "$t"`,
+    { stdin: block, step: 'hosts file', label: `/etc/hosts: ${lines.join(', ') || 'remove entries'}` },
+  );
+}
+
+/** Archives a reset cluster's Clusterfile as Clusterfile.<timestamp>. */
+export async function archiveClusterfile(dir: ClusterDir): Promise<string> {
+  const to = `${dir.clusterfile}.${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}`;
+  await rename(dir.clusterfile, to);
+  return to;
+}
