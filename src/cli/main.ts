@@ -17,7 +17,7 @@ interface Entry {
 /** Every command, in the order `sealimg --help` lists them. */
 const COMMANDS: Record<string, Entry> = {
   build: { summary: 'Build a cluster image from a Sealfile/Kubefile', load: () => import('./commands/build.js') },
-  merge: { summary: 'Merge several cluster images into one', planned: 'the build issue' },
+  merge: { summary: 'Merge several cluster images into one', load: () => import('./commands/merge.js') },
   images: { summary: 'List images in the local store', load: () => import('./commands/images.js') },
   inspect: { summary: 'Show an image\'s digest, manifest and config as JSON', load: () => import('./commands/inspect.js') },
   tag: { summary: 'Give an image in the local store another name', load: () => import('./commands/tag.js') },
@@ -30,7 +30,7 @@ const COMMANDS: Record<string, Entry> = {
   logout: { summary: 'Remove saved credentials for a registry', load: () => import('./commands/logout.js') },
   save: { summary: 'Write images to a tarball for offline sites', load: () => import('./commands/save.js') },
   load: { summary: 'Read images from a tarball into the local store', load: () => import('./commands/load.js') },
-  registry: { summary: 'Serve, sync and garbage-collect an OCI registry', planned: 'the registry issue' },
+  registry: { summary: 'Serve, sync and garbage-collect an OCI registry', load: () => import('./commands/registry.js') },
   run: { summary: 'Install cluster images onto hosts over SSH', load: () => import('./commands/run.js') },
   add: { summary: 'Add masters or nodes to a cluster', planned: 'the runner issue (part 2)' },
   delete: { summary: 'Remove masters or nodes from a cluster', planned: 'the runner issue (part 2)' },

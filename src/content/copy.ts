@@ -210,7 +210,10 @@ function counted(body: Readable, digest: string, report: (bytes: number) => void
     },
   });
   body.on('error', (e) => counter.destroy(e));
-  counter.on('error', () => undefined); // reported by the consumer's pipeline (see VerifyStream)
+  // The consumer learns of an error through its pipeline, which sees a stream that
+  // already failed; without a listener, a source that fails before the consumer
+  // attaches (a short blob with a wrong digest) would crash the process instead.
+  counter.on('error', () => undefined);
   body.pipe(counter);
   return isVerified(body, digest) ? markVerified(counter, digest) : counter;
 }

@@ -21,7 +21,7 @@ import { isManifest } from '../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, childrenOf, parseManifest, validateDescriptor } from '../oci/validate.js';
 import { fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
-import type { Closer, Deleter, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
+import type { Closer, Deleter, FileIngester, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
 
 const LAYOUT_FILE = 'oci-layout';
 const LAYOUT_VERSION = '1.0.0';
@@ -33,7 +33,7 @@ export interface GcResult {
   bytes: number;
 }
 
-export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Closer, ResumableIngest {
+export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Closer, ResumableIngest, FileIngester {
   private lease?: Promise<string>;
 
   private constructor(readonly root: string) {}
@@ -225,6 +225,12 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     return join(this.root, INGEST, `${algorithm}-${hex}.partial`);
   }
 
+  async abandonIngest(desc: Descriptor): Promise<void> {
+    const partial = this.partialPath(desc.digest);
+    const holder = Number.parseInt(await readFile(`${partial}.lock`, 'utf8').catch(() => ''), 10);
+    if (!processAlive(holder)) await rm(partial, { force: true });
+  }
+
   async ingestOffset(desc: Descriptor): Promise<number> {
     const partial = this.partialPath(desc.digest);
     const holder = Number.parseInt(await readFile(`${partial}.lock`, 'utf8').catch(() => ''), 10);
@@ -278,14 +284,39 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     } catch (e) {
       // A stream destroyed before its file opened still creates the file: wait for it to close.
       if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
-      // Keep a partial download the network broke, for the next run; anything else (a wrong
-      // body, Ctrl-C, a failure elsewhere in the copy) leaves the store as it was. A killed
-      // process cleans nothing, so its partial file stays too, and the next run resumes it.
-      if (!(owned && isSealimgError(e, 'NETWORK'))) await rm(tmp, { force: true });
+      // Keep a partial download the network or the user interrupted; drop one that was wrong or
+      // that a failure elsewhere in the copy cut short.
+      const interrupted = isSealimgError(e, 'NETWORK') || (signal?.aborted === true && isSealimgError(signal.reason, 'ABORTED'));
+      if (!(owned && interrupted)) await rm(tmp, { force: true });
       throw e;
     } finally {
       if (owned) await unlink(`${partial}.lock`).catch(() => undefined);
     }
+  }
+
+  async ingestDir(): Promise<string> {
+    await this.takeLease();
+    const dir = join(this.root, INGEST);
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Renames a file the caller wrote in ingestDir() and hashed itself into place; fsynced like push. */
+  async ingestFile(desc: Descriptor, path: string): Promise<void> {
+    await this.takeLease();
+    const s = await stat(path);
+    if (s.size !== desc.size) throw new SealimgError('SIZE_MISMATCH', `${path}: ${s.size} bytes, expected ${desc.size} for ${desc.digest}`);
+    const fh = await open(path, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const final = this.blobPath(desc.digest);
+    const dir = join(final, '..');
+    await mkdir(dir, { recursive: true });
+    await rename(path, final);
+    await fsyncDir(dir);
   }
 
   async tag(desc: Descriptor, ref: string): Promise<void> {
