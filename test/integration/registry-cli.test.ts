@@ -14,7 +14,7 @@ import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { ok, run, sealimg } from '../helpers/cli.js';
 import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
-import { serveRegistry, type ServedRegistry } from '../helpers/sealimg-registry.js';
+import { serveRegistry } from '../helpers/sealimg-registry.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('sealimg registry serve');
