@@ -6,34 +6,31 @@
  * blobs it added, so the store is left as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rm } from 'node:fs/promises';
-import { arch as hostArch } from 'node:os';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { basename, join, resolve as resolvePath } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { x as extract } from 'tar';
-import { findImage } from '../content/local.js';
+import { processAlive } from '../content/fsutil.js';
 import type { OciLayoutStore } from '../content/oci-layout.js';
-import { fetchAll } from '../content/store.js';
-import { SealimgError, errnoCode, isSealimgError } from '../errors.js';
-import { digestOf } from '../oci/digest.js';
-import { OCI_CONFIG, OCI_MANIFEST, isIndex } from '../oci/mediatypes.js';
-import type { Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
-import { parseImageConfig, parseManifest } from '../oci/validate.js';
+import { SealimgError, errnoCode } from '../errors.js';
+import { OCI_CONFIG, OCI_MANIFEST } from '../oci/mediatypes.js';
+import { normalizeReference } from '../oci/reference.js';
+import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
+import { LayerCache } from './cache.js';
+import { copyEntries } from './copy-step.js';
+import { discoverImages } from './discover.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
-import { writeLayer, type Compression } from './layer.js';
+import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
+import { GZIP_LEVEL, writeLayer, type Compression } from './layer.js';
 import { parseSealfile } from './parse.js';
-import { plan, planFrom, type CopyStep, type Plan, type RunStep, type SealerSpec } from './plan.js';
+import { plan, planFrom, type Plan, type RunStep } from './plan.js';
 import { applyEntries, diffSnapshots, runCommand, snapshot, unpackLayer } from './rootfs.js';
-import { collectSource, normalize, type EntryMap, type SourceRoot } from './sources.js';
+import { normalize, type SourceRoot } from './sources.js';
+import { readExtension, sealerExtension, SEALER_EXTENSION } from './sealer-extension.js';
 import type { LayerEntry } from './tar-writer.js';
 
-/** sealer's manifest annotation for Kubefile metadata. */
-export const SEALER_EXTENSION = 'sealer.image.extension';
 export const BASE_NAME = 'org.opencontainers.image.base.name';
 export const BASE_DIGEST = 'org.opencontainers.image.base.digest';
+/** The container images a cluster image needs, as sealer records them: JSON [{"image": REF}]. */
+export const IMAGES_ANNOTATION = 'sealer.image.container.images';
 
 export interface BuildOptions {
   contextDir: string;
@@ -49,6 +46,10 @@ export interface BuildOptions {
   sourceDateEpoch?: number;
   /** Step lines and warnings. */
   log?: (line: string) => void;
+  /** Reuse COPY/ADD layers whose inputs did not change (default true). */
+  cache?: boolean;
+  /** List the container images the context needs (default true; `--save-images=false` turns it off). */
+  discoverImages?: boolean;
   /** Output of RUN commands as it comes. */
   onRunOutput?: (chunk: Buffer) => void;
   signal?: AbortSignal;
@@ -58,22 +59,6 @@ export interface BuildResult {
   manifest: Descriptor;
   config: ImageConfig;
   layers: Descriptor[];
-}
-
-const GOARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' };
-
-export function hostPlatform(): Platform {
-  return { os: 'linux', architecture: GOARCH[hostArch()] ?? hostArch() };
-}
-
-export function formatPlatform(p: Platform): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
-}
-
-export function parsePlatformText(s: string, what = '--platform'): Platform {
-  const [os, architecture, variant, extra] = s.split('/');
-  if (!os || !architecture || extra !== undefined) throw new SealimgError('USAGE', `${what} "${s}" must be OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64`);
-  return variant ? { os, architecture, variant } : { os, architecture };
 }
 
 /** Finds the build file: the one named, else Sealfile, else Kubefile in the context. */
@@ -91,42 +76,15 @@ async function readBuildFile(contextDir: string, file?: string): Promise<{ path:
   });
 }
 
-interface BaseImage {
-  ref: string;
-  manifestDesc: Descriptor;
-  manifest: ImageManifest;
-  config: ImageConfig;
-}
+const BUILD_DIR_PREFIX = '.build-';
 
-/** An image from the local store, picking `platform` out of an index. */
-async function loadImage(store: OciLayoutStore, name: string, platform: Platform | undefined, where: string): Promise<BaseImage> {
-  let found;
-  try {
-    found = await findImage(store, name);
-  } catch (e) {
-    if (isSealimgError(e, 'MANIFEST_UNKNOWN') || isSealimgError(e, 'INVALID_REFERENCE')) {
-      throw new SealimgError(e.code, `${where}: ${e.message}`, { hint: e.hint });
-    }
-    throw e;
+/** Work directories of builds whose process is gone (killed, crashed) are removed. */
+async function removeStaleBuildDirs(root: string): Promise<void> {
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    if (!name.startsWith(BUILD_DIR_PREFIX)) continue;
+    const pid = Number.parseInt(name.slice(BUILD_DIR_PREFIX.length), 10);
+    if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid)) await rm(join(root, name), { recursive: true, force: true });
   }
-  let desc = found.descriptor;
-  let parsed = parseManifest(await fetchAll(store, desc), desc.mediaType, desc.digest);
-  if (isIndex(parsed.mediaType)) {
-    const index = parsed.manifest as ImageIndex;
-    const want = platform ?? hostPlatform();
-    const hit = index.manifests.find((m) => m.platform?.os === want.os && m.platform.architecture === want.architecture && (!want.variant || m.platform.variant === want.variant));
-    if (!hit) {
-      throw new SealimgError('MANIFEST_UNKNOWN', `${where}: ${name} has no image for ${formatPlatform(want)}`, {
-        hint: `it has: ${index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')).join(', ')}`,
-      });
-    }
-    desc = hit;
-    parsed = parseManifest(await fetchAll(store, desc), desc.mediaType, desc.digest);
-  }
-  if (isIndex(parsed.mediaType)) throw new SealimgError('MANIFEST_INVALID', `${where}: ${name}: an index inside an index is not supported`);
-  const manifest = parsed.manifest as ImageManifest;
-  const config = parseImageConfig(await fetchAll(store, manifest.config), manifest.config.digest);
-  return { ref: found.ref ?? name, manifestDesc: desc, manifest, config };
 }
 
 /** Runs one build. */
@@ -154,7 +112,8 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   });
   for (const w of p.warnings) log(`warning: ${w}`);
 
-  const tmp = join(store.root, `.build-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await removeStaleBuildDirs(store.root);
+  const tmp = join(store.root, `${BUILD_DIR_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { recursive: true });
   const added: Descriptor[] = [];
   try {
@@ -193,16 +152,22 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       return root;
     };
 
+    const cache = opts.cache === false ? undefined : new LayerCache(join(store.root, '.build-cache'));
     const addLayer = async (entries: LayerEntry[], createdBy: string, inRootfs = false): Promise<void> => {
-      const layer = await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: tmp, signal: opts.signal });
-      if (layer.pushed) added.push(layer.descriptor);
+      // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
+      const started = Date.now();
+      const key = cache && !inRootfs ? await cache.key(entries, { compression, mtime: epoch, gzipLevel: GZIP_LEVEL }) : undefined;
+      const hit = key ? await cache!.get(key, store) : undefined;
+      const layer = hit ?? (await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
+      if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);
+      if (key && !hit) await cache!.put(key, layer);
       layers.push(layer.descriptor);
       diffIds.push(layer.diffId);
       history.push({ created, created_by: createdBy });
       newLayers.push(entries);
       // A RUN's changes are in the working copy already (and its entries read from there).
       if (rootfs && !inRootfs) await applyEntries(entries, rootfs);
-      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes)`);
+      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes${hit ? ', cached' : `, ${((Date.now() - started) / 1000).toFixed(1)}s`})`);
     };
 
     for (const step of p.steps) {
@@ -244,6 +209,10 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       annotations[BASE_NAME] = base.ref;
       annotations[BASE_DIGEST] = base.manifestDesc.digest;
     }
+    if (opts.discoverImages !== false) {
+      const found = await listImages(contextDir, ignore, log);
+      if (found.length) annotations[IMAGES_ANNOTATION] = JSON.stringify(found.map((image) => ({ image })));
+    }
     if (p.sealer || baseExtension.present) {
       annotations[SEALER_EXTENSION] = JSON.stringify(sealerExtension(p, baseExtension, appEntries));
     }
@@ -266,97 +235,25 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   }
 }
 
-async function pushJson(store: OciLayoutStore, mediaType: string, doc: unknown, added: Descriptor[]): Promise<Descriptor> {
-  const bytes = Buffer.from(JSON.stringify(doc));
-  const desc: Descriptor = { mediaType, digest: digestOf(bytes), size: bytes.length };
-  if (!(await store.exists(desc))) {
-    await store.push(desc, Readable.from([bytes]));
-    added.push(desc);
-  }
-  return desc;
-}
-
-/** The entries one COPY/ADD puts in its layer. */
-async function copyEntries(step: CopyStep, context: SourceRoot, tmp: string, imageRoot: (name: string, where: string) => Promise<SourceRoot>, n: number, signal?: AbortSignal): Promise<LayerEntry[]> {
-  const out: EntryMap = new Map();
-  const root = step.from ? await imageRoot(step.from, step.where) : context;
-  const multi = step.sources.length > 1;
-  const opts = { where: step.where, dest: step.dest, chmod: step.chmod };
-  for (const [i, source] of step.sources.entries()) {
-    if (/^https?:\/\//.test(source)) {
-      const file = await download(source, join(tmp, `url-${n}-${i}`), step, signal);
-      const dest = step.dest.endsWith('/') ? `${step.dest}${file.name}` : step.dest;
-      await collectSource({ dir: file.dir, label: source, kind: 'image' }, file.name, { ...opts, dest, chmod: step.chmod ?? 0o600 }, out, false);
-      continue;
-    }
-    if (!step.add) {
-      await collectSource(root, source, opts, out, multi);
-      continue;
-    }
-    // ADD: a local tar archive is unpacked into the destination; other files are copied.
-    const found: EntryMap = new Map();
-    await collectSource(root, source, opts, found, multi);
-    for (const [path, e] of found) {
-      const kind = e.type === 'file' && e.source ? await archiveKind(e.source) : undefined;
-      if (!kind) {
-        out.set(path, e);
-        continue;
-      }
-      if (kind !== 'tar' && kind !== 'gzip') {
-        throw new SealimgError('UNSUPPORTED', `${step.where}: ${source} is a ${kind} archive; ADD unpacks tar and tar.gz only`, { hint: 'recompress it as .tar.gz, or COPY it as a file' });
-      }
-      const dir = join(tmp, `add-${n}-${i}-${out.size}`);
-      await mkdir(dir);
-      await chmod(dir, 0o755);
-      try {
-        await extract({ file: e.source!, cwd: dir, strict: true, preserveOwner: false, chmod: true, processUmask: 0 });
-      } catch (err) {
-        throw new SealimgError('ARCHIVE_INVALID', `${step.where}: ${source}: ${(err as Error).message}`);
-      }
-      const destDir = step.dest.endsWith('/') ? step.dest : `${step.dest}/`;
-      await collectSource({ dir, label: `the archive ${source}`, kind: 'image' }, '.', { ...opts, dest: destDir }, out, true);
+/** Discovery, as the build shows it; references that do not parse are reported and left out. */
+async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: string) => void): Promise<string[]> {
+  const d = await discoverImages(contextDir, ignore);
+  for (const n of d.notes) log(`images: ${n}`);
+  const out: string[] = [];
+  for (const i of d.images) {
+    try {
+      out.push(normalizeReference(i.image));
+    } catch (e) {
+      log(`images: ${i.from}: skipped "${i.image}": ${(e as Error).message}`);
     }
   }
-  return [...out.values()];
-}
-
-async function archiveKind(path: string): Promise<'tar' | 'gzip' | 'bzip2' | 'xz' | 'zstd' | undefined> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(512);
-    const { bytesRead } = await fh.read(b, 0, 512, 0);
-    if (bytesRead >= 2 && b[0] === 0x1f && b[1] === 0x8b) return 'gzip';
-    if (bytesRead >= 3 && b.subarray(0, 3).toString('latin1') === 'BZh') return 'bzip2';
-    if (bytesRead >= 6 && b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
-    if (bytesRead >= 4 && b.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
-    if (bytesRead >= 262 && b.subarray(257, 262).toString('latin1') === 'ustar') return 'tar';
-    return undefined;
-  } finally {
-    await fh.close();
+  const unique = [...new Set(out)];
+  if (unique.length || d.archives.length) {
+    log(`images: ${unique.length} container image(s) found (listed in the ${IMAGES_ANNOTATION} annotation; embedding into registry/ is not done yet):`);
+    for (const i of unique) log(`  ${i}`);
+    for (const a of d.archives) log(`  ${a.image} (archive)`);
   }
-}
-
-/** ADD of a URL: downloaded into `dir`, verified against --checksum when given. */
-async function download(url: string, dir: string, step: CopyStep, signal?: AbortSignal): Promise<{ dir: string; name: string }> {
-  await mkdir(dir, { recursive: true });
-  const name = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '') || 'download';
-  const path = join(dir, name);
-  let res: Response;
-  try {
-    res = await fetch(url, { signal, redirect: 'follow' });
-  } catch (e) {
-    throw new SealimgError('NETWORK', `${step.where}: ADD ${url}: ${(e as Error).message}${(e as Error).cause ? ` (${((e as Error).cause as Error).message})` : ''}`);
-  }
-  if (!res.ok || !res.body) throw new SealimgError('NETWORK', `${step.where}: ADD ${url}: HTTP ${res.status} ${res.statusText}`);
-  const hash = createHash('sha256');
-  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-  body.on('data', (d: Buffer) => hash.update(d));
-  await pipeline(body, createWriteStream(path, { mode: 0o600 }));
-  const got = `sha256:${hash.digest('hex')}`;
-  if (step.checksum && got !== step.checksum) {
-    throw new SealimgError('DIGEST_MISMATCH', `${step.where}: ADD ${url}: content hashes to ${got}, not the --checksum ${step.checksum}`);
-  }
-  return { dir, name };
+  return unique;
 }
 
 /** A RUN: the command in the working copy, and what it changed there. */
@@ -375,65 +272,3 @@ async function runStep(step: RunStep, rootfs: string, opts: BuildOptions): Promi
   return diffSnapshots(before, await snapshot(rootfs), rootfs);
 }
 
-interface BaseExtension {
-  present: boolean;
-  type?: string;
-  applications: Array<Record<string, unknown> & { name: string }>;
-  launch?: Record<string, unknown>;
-  env?: Record<string, string>;
-}
-
-function readExtension(text: string | undefined): BaseExtension {
-  if (!text) return { present: false, applications: [] };
-  try {
-    const v = JSON.parse(text) as Record<string, unknown>;
-    const apps = Array.isArray(v.applications) ? (v.applications as Array<Record<string, unknown>>).filter((a): a is Record<string, unknown> & { name: string } => typeof a?.name === 'string') : [];
-    return { present: true, type: typeof v.type === 'string' ? v.type : undefined, applications: apps, launch: v.launch as Record<string, unknown> | undefined, env: v.env as Record<string, string> | undefined };
-  } catch {
-    return { present: false, applications: [] };
-  }
-}
-
-/** sealer's app type from the files an APP copied (sealer's rules: all yaml = kube, all .sh = shell, a chart = helm). */
-function appType(files: string[]): { type: string; launchfiles: string[] } | undefined {
-  if (files.length === 0) return undefined;
-  if (files.every((f) => /\.ya?ml$/i.test(f))) return { type: 'kube', launchfiles: files };
-  if (files.every((f) => /\.sh$/i.test(f))) return { type: 'shell', launchfiles: files };
-  const has = (n: string) => files.some((f) => f === n || f.endsWith(`/${n}`));
-  if (has('Chart.yaml') && has('values.yaml') && files.some((f) => /(^|\/)templates\//.test(f))) return { type: 'helm', launchfiles: [] };
-  return undefined;
-}
-
-/** The `sealer.image.extension` annotation: the base image's, with this file's apps, env and launch on top. */
-function sealerExtension(p: Plan, base: BaseExtension, appFiles: Map<string, string[]>): Record<string, unknown> {
-  const spec: SealerSpec = p.sealer ?? { apps: [], appCmds: {}, appEnv: {} };
-  const apps = new Map(base.applications.map((a) => [a.name, { ...a }]));
-  for (const app of spec.apps) {
-    const files = appFiles.get(app.name) ?? [];
-    const detected = appType(files);
-    if (!detected && !spec.appCmds[app.name]) {
-      throw new SealimgError('BUILD_FAILED', `${app.where}: cannot tell what kind of application "${app.name}" is (all yaml, all .sh, or a Helm chart)`, {
-        hint: `add APPCMDS ${app.name} ["how to launch it"]`,
-      });
-    }
-    const entry: Record<string, unknown> & { name: string } = { name: app.name, type: detected?.type ?? '', launchfiles: detected?.launchfiles ?? [], version: 'v1' };
-    apps.set(app.name, entry);
-  }
-  for (const [name, cmds] of Object.entries(spec.appCmds)) apps.get(name)!.cmds = cmds;
-  for (const [name, env] of Object.entries(spec.appEnv)) apps.get(name)!.env = { ...((apps.get(name)!.env as Record<string, string>) ?? {}), ...env };
-  const env: Record<string, string> = { ...(base.env ?? {}) };
-  for (const e of p.config.Env ?? []) {
-    const eq = e.indexOf('=');
-    env[e.slice(0, eq < 0 ? undefined : eq)] = eq < 0 ? '' : e.slice(eq + 1);
-  }
-  const launch = spec.launchApps ? { app_names: spec.launchApps } : spec.launchCmds ? { cmds: spec.launchCmds } : base.launch;
-  const rootfsType = p.config.Labels?.['sealos.io.type'] === 'rootfs';
-  return {
-    schemaVersion: 'v1alpha1',
-    type: base.type ?? (rootfsType ? 'kube-installer' : 'app-installer'),
-    ...(apps.size ? { applications: [...apps.values()] } : {}),
-    ...(p.config.Labels ? { labels: p.config.Labels } : {}),
-    ...(Object.keys(env).length ? { env } : {}),
-    ...(launch ? { launch } : {}),
-  };
-}

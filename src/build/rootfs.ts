@@ -5,7 +5,7 @@
  * or deleted becomes the next layer (deletions as OCI whiteouts).
  */
 import { spawn } from 'node:child_process';
-import { chmod, copyFile, lstat, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { rmSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -94,6 +94,8 @@ export async function applyEntries(entries: LayerEntry[], dir: string): Promise<
     } else if (e.type === 'file') {
       await copyFile(e.source!, host);
       await chmod(host, e.mode);
+    } else if (e.type === 'hardlink') {
+      await link(join(dir, e.linkname!), host);
     } else {
       await symlink(e.linkname!, host);
     }
@@ -107,6 +109,8 @@ interface Stamp {
   mtime: bigint;
   ctime: bigint;
   ino: bigint;
+  dev: bigint;
+  nlink: bigint;
   link?: string;
 }
 
@@ -121,7 +125,7 @@ export async function snapshot(dir: string): Promise<Snapshot> {
       const r = rel ? `${rel}/${n}` : n;
       const st = await lstat(join(dir, r), { bigint: true });
       const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
-      const stamp: Stamp = { type, mode: Number(st.mode & 0o7777n), size: st.size, mtime: st.mtimeNs, ctime: st.ctimeNs, ino: st.ino };
+      const stamp: Stamp = { type, mode: Number(st.mode & 0o7777n), size: st.size, mtime: st.mtimeNs, ctime: st.ctimeNs, ino: st.ino, dev: st.dev, nlink: st.nlink };
       if (type === 'symlink') stamp.link = await readlink(join(dir, r));
       out.set(r, stamp);
       if (type === 'dir') await visit(r);
@@ -145,7 +149,7 @@ export function diffSnapshots(before: Snapshot, after: Snapshot, dir: string): L
     if (same) continue;
     if (s.type === 'other') throw new SealimgError('BUILD_FAILED', `RUN made ${p}, a socket, fifo or device; a layer cannot hold it`);
     if (s.type === 'dir') out.push({ path: p, type: 'dir', mode: s.mode });
-    else if (s.type === 'file') out.push({ path: p, type: 'file', mode: s.mode, size: Number(s.size), source: join(dir, p) });
+    else if (s.type === 'file') out.push({ path: p, type: 'file', mode: s.mode, size: Number(s.size), source: join(dir, p), ...(s.nlink > 1n ? { inode: `${s.dev}:${s.ino}` } : {}) });
     else out.push({ path: p, type: 'symlink', mode: 0o777, linkname: s.link! });
   }
   for (const p of before.keys()) {

@@ -185,7 +185,7 @@ async function walk(root: SourceRoot, hostDir: string, relDir: string, destDir: 
     } else if (ignored) {
       continue;
     } else if (st.isFile()) {
-      addEntry(out, { path: dest, type: 'file', mode: opts.chmod ?? st.mode & 0o7777, size: st.size, source: host });
+      addEntry(out, { path: dest, type: 'file', mode: opts.chmod ?? st.mode & 0o7777, size: st.size, source: host, ...(st.nlink > 1 ? { inode: `${st.dev}:${st.ino}` } : {}) });
     } else if (st.isSymbolicLink()) {
       // Copied as a link, as docker does; its target is checked like a source so the context cannot leak.
       const target = await readlink(host);

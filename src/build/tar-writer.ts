@@ -9,7 +9,7 @@ import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { SealimgError } from '../errors.js';
 
-export type EntryType = 'file' | 'dir' | 'symlink' | 'whiteout';
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'whiteout';
 
 export interface LayerEntry {
   /** Path in the image, relative, `/`-separated, no leading or trailing slash. */
@@ -19,18 +19,34 @@ export interface LayerEntry {
   mode: number;
   /** Bytes of a file. */
   size?: number;
+  /** `dev:ino` of a file with more than one link: files that share it become tar hard links. */
+  inode?: string;
   /** Host path a file's bytes are read from. */
   source?: string;
-  /** Target of a symlink. */
+  /** Target of a symlink; for a hard link, the image path of the file it links to. */
   linkname?: string;
 }
 
 const BLOCK = 512;
 const MAX_OCTAL_11 = 0o77777777777;
 
-/** Orders entries bytewise by path; a parent always sorts before its children. */
+/**
+ * Orders entries bytewise by path (a parent always sorts before its children)
+ * and turns files that are one file on disk (same inode) into hard links to
+ * the first of them, as tar and umoci do: the bytes are stored once.
+ */
 export function sortEntries(entries: LayerEntry[]): LayerEntry[] {
-  return [...entries].sort((a, b) => Buffer.compare(Buffer.from(tarPath(a)), Buffer.from(tarPath(b))));
+  const sorted = [...entries].sort((a, b) => Buffer.compare(Buffer.from(tarPath(a)), Buffer.from(tarPath(b))));
+  const first = new Map<string, string>();
+  return sorted.map((e) => {
+    if (e.type !== 'file' || e.inode === undefined) return e;
+    const target = first.get(e.inode);
+    if (target === undefined) {
+      first.set(e.inode, e.path);
+      return e;
+    }
+    return { path: e.path, type: 'hardlink', mode: e.mode, linkname: target };
+  });
 }
 
 /** The name an entry has in the tar: whiteouts become `.wh.<name>` (image-spec layer.md). */
@@ -94,7 +110,7 @@ export function entryHeader(e: LayerEntry, mtime: number): Buffer {
   const pathBytes = Buffer.from(isDir ? `${tarPath(e)}/` : tarPath(e));
   const link = Buffer.from(e.linkname ?? '');
   const size = e.type === 'file' ? e.size ?? 0 : 0;
-  const typeflag = e.type === 'dir' ? '5' : e.type === 'symlink' ? '2' : '0';
+  const typeflag = e.type === 'dir' ? '5' : e.type === 'symlink' ? '2' : e.type === 'hardlink' ? '1' : '0';
   const records: Buffer[] = [];
   let split = splitUstar(pathBytes);
   if (!split) {
@@ -115,31 +131,59 @@ export function entryHeader(e: LayerEntry, mtime: number): Buffer {
   return Buffer.concat([header(paxName, Buffer.alloc(0), 'x', 0o644, body.length, mtime, Buffer.alloc(0)), body, pad(body.length), main]);
 }
 
-/** Streams the tar of `entries` (already sorted) with every mtime set to `mtime` (seconds). */
-export function tarStream(entries: LayerEntry[], mtime: number): Readable {
-  async function* generate(): AsyncGenerator<Buffer> {
-    for (const e of entries) {
-      yield entryHeader(e, mtime);
-      if (e.type !== 'file' || !e.size) continue;
-      const fh = await open(e.source!, 'r');
-      try {
-        let left = e.size;
+/** A piece of the tar stream; `stored` marks file bytes that are already compressed. */
+export interface TarChunk {
+  data: Buffer;
+  stored: boolean;
+}
+
+const COMPRESSED_EXT = /\.(gz|tgz|zst|zstd|xz|txz|bz2|tbz2?|lz4|lzma|zip|jar|war|whl|7z|rar|png|jpe?g|gif|webp|mp4|woff2?)$/i;
+
+/** True when a file's first bytes are a compressed format's magic: deflating them again gains nothing. */
+export function looksCompressed(head: Buffer): boolean {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return true; // gzip (also every gzip layer blob)
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return true; // zstd
+  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return true; // xz
+  if (head.length >= 3 && head.subarray(0, 3).toString('latin1') === 'BZh') return true;
+  if (head.length >= 4 && head.readUInt32BE(0) === 0x504b0304) return true; // zip, jar
+  if (head.length >= 8 && head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return true; // png
+  if (head.length >= 3 && head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return true; // jpeg
+  return false;
+}
+
+/** The tar of `entries` (already sorted) as chunks, every mtime set to `mtime` (seconds). */
+export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGenerator<TarChunk> {
+  for (const e of entries) {
+    yield { data: entryHeader(e, mtime), stored: false };
+    if (e.type !== 'file' || !e.size) continue;
+    const fh = await open(e.source!, 'r');
+    try {
+      let left = e.size;
+      let stored: boolean | undefined;
+      while (left > 0) {
+        // A fresh buffer per read: the consumer keeps chunks while later ones are read.
         const buf = Buffer.allocUnsafe(Math.min(1 << 20, left));
-        while (left > 0) {
-          const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left));
-          if (bytesRead === 0) throw new SealimgError('BUILD_FAILED', `${e.source} shrank while it was being added to a layer`);
-          // A copy: the consumer may keep the chunk while we refill the buffer.
-          yield Buffer.from(buf.subarray(0, bytesRead));
-          left -= bytesRead;
-        }
-        const probe = await fh.read(Buffer.alloc(1), 0, 1);
-        if (probe.bytesRead !== 0) throw new SealimgError('BUILD_FAILED', `${e.source} grew while it was being added to a layer`);
-      } finally {
-        await fh.close();
+        const { bytesRead } = await fh.read(buf, 0, buf.length);
+        if (bytesRead === 0) throw new SealimgError('BUILD_FAILED', `${e.source} shrank while it was being added to a layer`);
+        const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+        stored ??= COMPRESSED_EXT.test(e.path) || looksCompressed(data);
+        yield { data, stored };
+        left -= bytesRead;
       }
-      yield pad(e.size);
+      const probe = await fh.read(Buffer.alloc(1), 0, 1);
+      if (probe.bytesRead !== 0) throw new SealimgError('BUILD_FAILED', `${e.source} grew while it was being added to a layer`);
+      yield { data: pad(e.size), stored: false };
+    } finally {
+      await fh.close();
     }
-    yield Buffer.alloc(BLOCK * 2);
   }
-  return Readable.from(generate(), { objectMode: false });
+  yield { data: Buffer.alloc(BLOCK * 2), stored: false };
+}
+
+/** The tar of `entries` as a byte stream. */
+export function tarStream(entries: LayerEntry[], mtime: number): Readable {
+  async function* bytes(): AsyncGenerator<Buffer> {
+    for await (const c of tarChunks(entries, mtime)) yield c.data;
+  }
+  return Readable.from(bytes(), { objectMode: false });
 }

@@ -17,7 +17,7 @@ interface Entry {
 /** Every command, in the order `sealimg --help` lists them. */
 const COMMANDS: Record<string, Entry> = {
   build: { summary: 'Build a cluster image from a Sealfile/Kubefile', load: () => import('./commands/build.js') },
-  merge: { summary: 'Merge several cluster images into one', planned: 'the build issue' },
+  merge: { summary: 'Merge several cluster images into one', load: () => import('./commands/merge.js') },
   images: { summary: 'List images in the local store', load: () => import('./commands/images.js') },
   inspect: { summary: 'Show an image\'s digest, manifest and config as JSON', load: () => import('./commands/inspect.js') },
   tag: { summary: 'Give an image in the local store another name', load: () => import('./commands/tag.js') },

@@ -27,7 +27,7 @@ import { MAX_MANIFEST_SIZE, childrenOf, parseManifest } from '../oci/validate.js
 import { digestFromBlobName, readCatalog, sniffCompression, type ArchiveAccess, type ArchiveImage, type Compression } from './archive-catalog.js';
 import { ArchiveReader, tarEntries } from './archive-reader.js';
 import { copyGraph, type CopyEvent } from './copy.js';
-import { canDelete, fetchAll, type Store } from './store.js';
+import { canDelete, canResumeIngest, fetchAll, type Store } from './store.js';
 
 export interface LoadOptions {
   signal?: AbortSignal;
@@ -57,7 +57,9 @@ class Recording implements Store {
     return this.inner.exists(desc, signal);
   }
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly started: Descriptor[] = [];
   async push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
+    this.started.push(expected);
     const p = this.inner.push(expected, body, signal).then(() => {
       this.added.push(expected);
     });
@@ -86,6 +88,8 @@ class Recording implements Store {
     // copy() rejects at the first failure while sibling pushes are still being aborted: let them
     // finish (and clean their temp files) first, or one could land after the undo.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    // An archive cannot be read from the middle of a blob: what an interrupted push kept for resuming is useless.
+    if (canResumeIngest(this.inner)) for (const d of this.started) await this.inner.abandonIngest(d).catch(() => undefined);
     if (!canDelete(this.inner)) return;
     for (const d of this.added.splice(0)) await this.inner.delete(d).catch(() => undefined);
   }

@@ -50,6 +50,43 @@ export interface Mounter {
   mount(desc: Descriptor, from: ReadOnlyStore, signal?: AbortSignal): Promise<boolean>;
 }
 
+/**
+ * A destination that keeps what an interrupted download wrote, so the next
+ * copy asks the source only for the rest (a pull killed half-way resumes).
+ */
+export interface ResumableIngest {
+  /** Bytes of `desc` an earlier, interrupted transfer left (0 when none). */
+  ingestOffset(desc: Descriptor, signal?: AbortSignal): Promise<number>;
+  /** Like push, where `rest` holds the bytes from `offset` on; the whole blob is verified. */
+  pushFrom(expected: Descriptor, offset: number, rest: Readable, signal?: AbortSignal): Promise<void>;
+  /** Drops what an interrupted transfer of `desc` left, for a caller whose source cannot resume. */
+  abandonIngest(desc: Descriptor): Promise<void>;
+}
+
+/** A source that can send a blob from an offset (HTTP Range). */
+export interface RangeFetcher {
+  /** The bytes of `desc` from `offset` on, unverified (the receiver checks the whole); undefined when it cannot. */
+  fetchFrom(desc: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable | undefined>;
+}
+
+export function canResumeIngest(s: object): s is ResumableIngest {
+  return typeof (s as Partial<ResumableIngest>).ingestOffset === 'function' && typeof (s as Partial<ResumableIngest>).pushFrom === 'function';
+}
+export function canFetchFrom(s: object): s is RangeFetcher {
+  return typeof (s as Partial<RangeFetcher>).fetchFrom === 'function';
+}
+
+/**
+ * A store on a local filesystem that can take a finished file by renaming it
+ * into place: a builder that hashed the bytes as it wrote them saves a copy.
+ */
+export interface FileIngester {
+  /** A directory on the store's filesystem to write such files in. */
+  ingestDir(): Promise<string>;
+  /** Moves `path` (in ingestDir, exactly `desc`, as the caller hashed it) into the store. */
+  ingestFile(desc: Descriptor, path: string): Promise<void>;
+}
+
 export function canList(s: object): s is TagLister {
   return typeof (s as Partial<TagLister>).list === 'function';
 }
@@ -61,6 +98,9 @@ export function canDelete(s: object): s is Deleter {
 }
 export function canClose(s: object): s is Closer {
   return typeof (s as Partial<Closer>).close === 'function';
+}
+export function canIngestFile(s: object): s is FileIngester {
+  return typeof (s as Partial<FileIngester>).ingestFile === 'function';
 }
 export function canMount(s: object): s is Mounter {
   return typeof (s as Partial<Mounter>).mount === 'function';

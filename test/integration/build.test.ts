@@ -4,10 +4,10 @@
  * labels and config, `tar` lists the layer entries. Also determinism, and
  * that every failure leaves the store exactly as it was.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chmod, cp, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
+import { chmod, cp, link, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
@@ -98,9 +98,12 @@ Build('app-hello example: umoci unpack gives exactly the context files and modes
   assert.equal(config.config.Cmd, ['bash scripts/install.sh']);
   assert.is(config.created, '1970-01-01T00:00:00Z');
   assert.equal(config.history.map((h: { created_by: string; empty_layer?: boolean }) => [h.created_by.split(' ')[0], h.empty_layer ?? false]), [
-    ['ARG', true], ['LABEL', true], ['ENV', true], ['COPY', false], ['COPY', false], ['COPY', false], ['CMD', true],
+    ['ARG', true], ['LABEL', true], ['ENV', true], ['COPY', false], ['COPY', false], ['COPY', false], ['COPY', false], ['CMD', true],
   ]);
-  assert.is(config.rootfs.diff_ids.length, 3);
+  assert.is(config.rootfs.diff_ids.length, 4);
+  // The container images it needs: the shim list, the manifests' pod specs, the chart's values (no helm here).
+  const images = JSON.parse((await manifestOf(root, 'example.com/app-hello:v1')).annotations!['sealer.image.container.images']!);
+  assert.equal(images, [{ image: 'docker.io/library/nginx:1.25' }, { image: 'docker.io/library/busybox:1.36' }, { image: 'docker.io/library/redis:7.2' }]);
 });
 
 Build('rootfs-mini example: RUN output lands in the image; sealos labels kept as given', async () => {
@@ -126,13 +129,42 @@ Build('one context gives one digest (two stores, two runs); changing one file ch
   const epoch = await buildOk(r2, ['-t', 'example.com/det:epoch', ctx], { SOURCE_DATE_EPOCH: '1700000000' });
   assert.is.not(epoch, d1);
 
+  const nocache = await buildOk(r1, ['-t', 'example.com/det:nc', '--no-cache', ctx]);
+  assert.is(nocache, d1);
+
   await writeFile(join(ctx, 'b', 'y'), 'y2');
-  await buildOk(r1, ['-t', 'example.com/det:3', ctx]);
+  const rebuild = await sealimg(r1, ['build', '-t', 'example.com/det:3', ctx]);
+  assert.is(rebuild.code, 0, rebuild.stderr);
+  // The build cache: the unchanged COPY is reused, the changed one is built again.
+  assert.equal(rebuild.stderr.split('\n').filter((l) => l.startsWith('--> layer')).map((l) => l.endsWith(', cached)')), [true, false, false]);
   const before = (await manifestOf(r1, 'example.com/det:1')).layers.map((l) => l.digest);
   const after = (await manifestOf(r1, 'example.com/det:3')).layers.map((l) => l.digest);
   assert.is(after[0], before[0], 'the layer of a/ is unchanged');
   assert.is.not(after[1], before[1], 'the layer of b/ changed');
   assert.is.not(after[2], before[2], 'the RUN that read b/y changed');
+});
+
+Build('big layers (many gzip members, compressed data stored) and long names read back exactly with umoci, tar and gzip', async () => {
+  const root = await tmpDir();
+  const long = `${'deep-directory-name/'.repeat(8)}${'f'.repeat(120)}.txt`;
+  const ctx = await context({ Sealfile: 'FROM scratch\nCOPY data /data/\n', [`data/${long}`]: 'long name', 'data/short': 'x' });
+  await writeFile(join(ctx, 'data', 'blob.tar.gz'), randomBytes(3 << 20));
+  await writeFile(join(ctx, 'data', 'text.log'), Array.from({ length: 60000 }, (_, i) => `line ${i} of a compressible log\n`).join(''));
+  await symlink(`../${'t'.repeat(150)}`, join(ctx, 'data', 'longlink'));
+  await link(join(ctx, 'data', 'text.log'), join(ctx, 'data', 'a-hardlink.log'));
+  await buildOk(root, ['-t', 'example.com/big:1', ctx]);
+  assert.equal(await tree(await unpack(root, 'example.com/big:1')), await tree(ctx, (r) => r === 'Sealfile'));
+  const m = await manifestOf(root, 'example.com/big:1');
+  const blob = join(root, 'blobs', 'sha256', m.layers[0]!.digest.slice(7));
+  const names = (await ok('tar', ['tzf', blob])).trim().split('\n');
+  assert.ok(names.includes(`data/${long}`), 'GNU tar reads the PAX path');
+  // The two names of one file: stored once, the second as a hard link to the first in sorted order.
+  assert.match(await ok('tar', ['tvzf', blob]), /data\/text\.log link to data\/a-hardlink\.log/);
+  // Stored, not deflated: the layer is hardly smaller than the random bytes it holds.
+  assert.ok((await lstat(blob)).size > 3 << 20);
+  const diffId = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/big:1`])).rootfs.diff_ids[0];
+  const gunzipped = await run('sh', ['-c', `gzip -dc < '${blob}' | sha256sum`]);
+  assert.is(`sha256:${gunzipped.stdout.split(' ')[0]}`, diffId, 'gzip reads every member; the diffID is the tar inside');
 });
 
 Build('RUN that writes, changes and deletes files: a layer of exactly those changes, deletions as whiteouts', async () => {
@@ -155,6 +187,11 @@ Build('RUN that writes, changes and deletes files: a layer of exactly those chan
   const config = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/child:1`]));
   assert.is(config.rootfs.diff_ids.length, 2);
   assert.is(config.history.length, 2);
+
+  // A RUN on top of an image with whiteouts sees its files as a container would: deleted ones are gone.
+  const grandchild = await context({ Sealfile: 'FROM example.com/child:1\nRUN ls -A > listing && cat change >> listing\n' });
+  await buildOk(root, ['-t', 'example.com/grandchild:1', grandchild]);
+  assert.is(await readFile(join(await unpack(root, 'example.com/grandchild:1'), 'listing'), 'utf8'), 'change\ndir2\nkeep\nlisting\nnew\nc2\n');
 });
 
 Build('COPY --from another image, ADD unpacks a tar.gz, ADD of a URL is checked against --checksum', async () => {
@@ -201,6 +238,25 @@ Build('COPY --from another image, ADD unpacks a tar.gz, ADD of a URL is checked 
   }
 });
 
+Build('--compression zstd and none: layers of those media types, read back by zstd/tar, umoci and a RUN on top', async () => {
+  const root = await tmpDir();
+  const ctx = await context({ Sealfile: 'FROM scratch\nCOPY f /etc/f\n', f: 'zstd or not' });
+  for (const [c, mediaType] of [['zstd', 'application/vnd.oci.image.layer.v1.tar+zstd'], ['none', 'application/vnd.oci.image.layer.v1.tar']] as const) {
+    await buildOk(root, ['-t', `example.com/${c}:1`, '--compression', c, ctx]);
+    const m = (await manifestOf(root, `example.com/${c}:1`)) as unknown as { layers: Array<{ mediaType: string; digest: string }> };
+    assert.is(m.layers[0]!.mediaType, mediaType);
+    const blob = join(root, 'blobs', 'sha256', m.layers[0]!.digest.slice(7));
+    // umoci here reads no zstd layers; the zstd program and tar do.
+    const read = c === 'zstd' ? await ok('sh', ['-c', `zstd -dc < '${blob}' | tar -xOf - etc/f`]) : await readFile(join(await unpack(root, `example.com/${c}:1`), 'etc', 'f'), 'utf8');
+    assert.is(read, 'zstd or not');
+  }
+  const on = await context({ Sealfile: 'FROM example.com/zstd:1\nRUN cp etc/f copied\n' });
+  await buildOk(root, ['-t', 'example.com/on-zstd:1', '--compression', 'none', on]);
+  // The RUN saw the zstd base layer unpacked; its own layer is a plain tar.
+  const layers = (await manifestOf(root, 'example.com/on-zstd:1')).layers;
+  assert.is(await ok('tar', ['-xOf', join(root, 'blobs', 'sha256', layers[1]!.digest.slice(7)), 'copied']), 'zstd or not');
+});
+
 Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and image extension", async () => {
   const root = await tmpDir();
   const ctx = await context({
@@ -222,6 +278,30 @@ Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and imag
   assert.is(info.Labels['cluster.alpha.sealer.io/kube-cni-calico'], 'true');
   const fs = await unpack(root, 'example.com/apps:1');
   assert.is(await readFile(join(fs, 'application', 'apps', 'dash', 'dash.yaml'), 'utf8'), 'kind: Namespace\n');
+});
+
+Build('merge: layers stacked and shared with the inputs, labels and env merged (later wins), CMDs concatenated, rootfs type kept', async () => {
+  const root = await tmpDir();
+  await buildOk(root, ['-t', 'example.com/rootfs-mini:v1', join(EXAMPLES, 'rootfs-mini')]);
+  await buildOk(root, ['-t', 'example.com/app-hello:v1', join(EXAMPLES, 'app-hello')]);
+  const r = await sealimg(root, ['merge', '-t', 'example.com/merged:1', 'example.com/rootfs-mini:v1', 'example.com/app-hello:v1']);
+  assert.is(r.code, 0, r.stderr);
+  const merged = (await manifestOf(root, 'example.com/merged:1')).layers.map((l) => l.digest);
+  const inputs = [...(await manifestOf(root, 'example.com/rootfs-mini:v1')).layers, ...(await manifestOf(root, 'example.com/app-hello:v1')).layers].map((l) => l.digest);
+  assert.equal(merged, inputs);
+  const config = JSON.parse(await ok('skopeo', ['inspect', '--config', `oci:${root}:example.com/merged:1`]));
+  assert.equal(config.config.Cmd, ['bash scripts/init.sh', 'bash scripts/install.sh']);
+  assert.is(config.config.Labels['sealos.io.type'], 'rootfs');
+  assert.is(config.config.Labels.version, 'v1.28.0');
+  assert.ok(config.config.Env.includes('NAMESPACE=hello') && config.config.Env.includes('registryPort=5000'));
+  const fs = await unpack(root, 'example.com/merged:1');
+  assert.ok((await lstat(join(fs, 'bin', 'kubeadm'))).isFile());
+  assert.ok((await lstat(join(fs, 'manifests', 'deployment.yaml'))).isFile());
+  const before = await storeState(root);
+  const bad = await sealimg(root, ['merge', '-t', 'example.com/merged:2', 'example.com/app-hello:v1', 'example.com/missing:1']);
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /example\.com\/missing:1: no such image in the local store/);
+  assert.is(await storeState(root), before);
 });
 
 Build('bad input: a clear error with file:line, exit 1, and the store exactly as it was', async () => {

@@ -3,3 +3,4 @@
 set -euo pipefail
 kubectl create namespace "${NAMESPACE:-hello}" --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f manifests/
+helm upgrade --install hello-cache charts/hello-cache -f charts/hello-cache.values.yaml -n "${NAMESPACE:-hello}"

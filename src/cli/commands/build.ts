@@ -1,5 +1,6 @@
 /** sealimg build: a Sealfile/Kubefile and its context -> a cluster image in the local store. */
-import { build, parsePlatformText } from '../../build/builder.js';
+import { build } from '../../build/builder.js';
+import { parsePlatformText } from '../../build/images.js';
 import { COMPRESSIONS, type Compression } from '../../build/layer.js';
 import { openLocalStore } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
@@ -38,6 +39,8 @@ Flags:
       --label K=V           label to set on the image (repeatable; wins over LABEL)
       --platform OS/ARCH    target platform (default: FROM's, else this host's)
       --compression ALG     gzip (default), zstd (needs the zstd program) or none
+      --no-cache            build every layer again, even when its inputs did not change
+      --save-images BOOL    false: do not look for the container images the context needs
   -q, --quiet               print only the image digest`,
   options: {
     tag: { type: 'string', short: 't', multiple: true },
@@ -47,6 +50,8 @@ Flags:
     platform: { type: 'string' },
     compression: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
+    'save-images': { type: 'string' },
+    'no-cache': { type: 'boolean' },
   },
   async run(ctx, flags, args) {
     needArgs('build', args, 1, 1, 'one CONTEXT directory');
@@ -57,6 +62,8 @@ Flags:
     const epochText = ctx.env.SOURCE_DATE_EPOCH;
     if (epochText !== undefined && !/^\d+$/.test(epochText)) throw new SealimgError('USAGE', `SOURCE_DATE_EPOCH="${epochText}" must be whole seconds since 1970`);
     const quiet = flags.quiet === true;
+    const save = (flags['save-images'] as string | undefined) ?? 'true';
+    if (save !== 'true' && save !== 'false') throw new SealimgError('USAGE', `--save-images=${save}: use true or false`);
     const store = await openLocalStore(ctx.root);
     try {
       const result = await build(store, {
@@ -67,6 +74,8 @@ Flags:
         labels: keyValues(flags.label, '--label', ctx.env, false),
         platform: flags.platform === undefined ? undefined : parsePlatformText(flags.platform as string),
         compression: compression as Compression,
+        discoverImages: save === 'true',
+        cache: flags['no-cache'] !== true,
         sourceDateEpoch: epochText === undefined ? 0 : Number(epochText),
         log: quiet ? undefined : (line) => ctx.stderr.write(`${line}\n`),
         onRunOutput: quiet ? undefined : (chunk) => ctx.stderr.write(chunk),
