@@ -124,17 +124,18 @@ async function readManifestBody(req: IncomingMessage): Promise<Buffer> {
     req.resume();
     throw tooBig();
   }
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > MAX_MANIFEST_SIZE) {
-      req.resume();
-      throw tooBig();
-    }
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
+  // Past the limit the rest is read and dropped, so the client gets the 413 rather than a reset.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n <= MAX_MANIFEST_SIZE) chunks.push(c);
+      else chunks.length = 0;
+    });
+    req.on('end', () => (n > MAX_MANIFEST_SIZE ? reject(tooBig()) : resolve(Buffer.concat(chunks))));
+    req.on('error', reject);
+  });
 }
 
 /** A page of a sorted list after `last`, with the Link header for the next page. */
