@@ -36,10 +36,16 @@ declare -A R
 for side in ours cncf; do
   port=$([ $side = ours ] && echo $P1 || echo $P2)
   skopeo copy -q --dest-tls-verify=false "oci:$W/layout:small" "docker://127.0.0.1:$port/bench/app:v1"
+  # Push once: skopeo remembers where a blob went and would mount it the next time.
   t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$W/layout:big" "docker://127.0.0.1:$port/bench/big:v1"; t1=$(now)
   R[$side.push]=$(mbps "$SIZE" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
-  t0=$(now); skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/big:v1" "oci:$W/out-$side:big"; t1=$(now)
-  R[$side.pull]=$(mbps "$SIZE" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
+  # Pull best of 3 into a fresh directory each time: the machine is shared, the best run is the server's speed.
+  R[$side.pull]=0
+  for round in 1 2 3; do
+    rm -rf "$W/out-$side"
+    t0=$(now); skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/big:v1" "oci:$W/out-$side:big"; t1=$(now)
+    v=$(mbps "$SIZE" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"); R[$side.pull]=$(awk -v a="$v" -v b="${R[$side.pull]}" 'BEGIN{print (a>b)?a:b}')
+  done
   R[$side.rps]=$(wrk -t1 -c32 -d10s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$port/v2/bench/app/manifests/v1" | awk '/Requests\/sec/ { print $2 }')
   R[$side.load]=$(node dist/bench/registry-load.js "http://127.0.0.1:$port" "$CLIENTS" "$SECONDS_LOAD")
 done
@@ -48,7 +54,7 @@ R[ours.mem]=$(hwm $OURS); R[cncf.mem]=$(hwm $CNCF)
 printf '%-32s %12s %12s %8s\n' "measure" "sealimg" "CNCF" "ratio"
 printf '%-32s %12s %12s %8s\n' "manifest GET/s (wrk -t1 -c32)" "${R[ours.rps]}" "${R[cncf.rps]}" "$(ratio "${R[ours.rps]}" "${R[cncf.rps]}")"
 printf '%-32s %12s %12s %8s\n' "skopeo push MB/s (${MB} MiB)" "${R[ours.push]}" "${R[cncf.push]}" "$(ratio "${R[ours.push]}" "${R[cncf.push]}")"
-printf '%-32s %12s %12s %8s\n' "skopeo pull MB/s (${MB} MiB)" "${R[ours.pull]}" "${R[cncf.pull]}" "$(ratio "${R[ours.pull]}" "${R[cncf.pull]}")"
+printf '%-32s %12s %12s %8s\n' "skopeo pull MB/s (best of 3)" "${R[ours.pull]}" "${R[cncf.pull]}" "$(ratio "${R[ours.pull]}" "${R[cncf.pull]}")"
 printf '%-32s %12s %12s %8s\n' "peak RSS KiB" "${R[ours.mem]}" "${R[cncf.mem]}" "$(ratio "${R[ours.mem]}" "${R[cncf.mem]}")"
 echo "load sealimg: ${R[ours.load]}"
 echo "load CNCF:    ${R[cncf.load]}"

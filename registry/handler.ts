@@ -36,14 +36,13 @@ export interface Authenticator {
 }
 
 /** The access a request needs: pull to read, push to write, delete to delete, catalog for _catalog. */
-export function accessFor(rt: Route | undefined, method: string, query: URLSearchParams): Access[] {
+export function accessFor(rt: Route | undefined, method: string): Access[] {
   if (!rt || rt.kind === 'base') return [];
   if (rt.kind === 'catalog') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
   const action = method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
-  const out: Access[] = [{ type: 'repository', name: rt.name, actions: action === 'push' ? ['pull', 'push'] : [action] }];
-  const from = query.get('from');
-  if (rt.kind === 'uploads' && from) out.push({ type: 'repository', name: from, actions: ['pull'] });
-  return out;
+  // A mount's source repository is not required here: without pull on it, the mount
+  // quietly becomes an ordinary upload (startUpload checks), as clients expect.
+  return [{ type: 'repository', name: rt.name, actions: action === 'push' ? ['pull', 'push'] : [action] }];
 }
 
 export interface RequestLog {
@@ -125,17 +124,18 @@ async function readManifestBody(req: IncomingMessage): Promise<Buffer> {
     req.resume();
     throw tooBig();
   }
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > MAX_MANIFEST_SIZE) {
-      req.resume();
-      throw tooBig();
-    }
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
+  // Past the limit the rest is read and dropped, so the client gets the 413 rather than a reset.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n <= MAX_MANIFEST_SIZE) chunks.push(c);
+      else chunks.length = 0;
+    });
+    req.on('end', () => (n > MAX_MANIFEST_SIZE ? reject(tooBig()) : resolve(Buffer.concat(chunks))));
+    req.on('error', reject);
+  });
 }
 
 /** A page of a sorted list after `last`, with the Link header for the next page. */
@@ -169,6 +169,10 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     checkRepositoryName(name);
     return storage.repository(name);
   };
+
+  /** May the caller read `name`? (Always, without auth.) */
+  const mayRead = async (c: Call, name: string): Promise<boolean> =>
+    !opts.auth || (await opts.auth.authenticate(c.req.headers.authorization, [{ type: 'repository', name, actions: ['pull'] }])) !== undefined;
 
   const proxyTarget = (c: Call, name: string): ProxyTarget | undefined => {
     if (!opts.proxy) return undefined;
@@ -292,8 +296,9 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       const digest = checkDigest(mount, 'mount');
       const from = c.query.get('from');
       let size: number | undefined;
-      if (from !== null && isRepositoryName(from)) size = await storage.repository(from).blobSize(digest);
-      else if (from === null) size = await storage.blobSize(digest); // anonymous mount: any blob this registry holds
+      if (from !== null && isRepositoryName(from) && (await mayRead(c, from))) size = await storage.repository(from).blobSize(digest);
+      // Anonymous mount (any blob this registry holds) only where there is no auth: with it, a digest must not open other repositories.
+      else if (from === null && !opts.auth) size = await storage.blobSize(digest);
       if (size !== undefined) {
         c.req.resume();
         await storage.touchBlob(digest);
@@ -336,7 +341,8 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       let start: number | undefined;
       const contentRange = c.req.headers['content-range'];
       if (contentRange !== undefined) {
-        const m = /^(?:bytes )?(\d+)-(\d+)$/.exec(contentRange.trim());
+        // The spec's form is START-END; the HTTP form (bytes START-END/TOTAL) is taken too.
+        const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(contentRange.trim());
         if (!m) throw apiError(416, 'BLOB_UPLOAD_INVALID', `Content-Range "${contentRange}" must be START-END`);
         start = Number(m[1]);
         const end = Number(m[2]);
@@ -440,7 +446,7 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       try {
         const rt = route(path);
         if (opts.auth) {
-          const access = accessFor(rt, req.method ?? 'GET', query);
+          const access = accessFor(rt, req.method ?? 'GET');
           user = await opts.auth.authenticate(req.headers.authorization, access);
           if (user === undefined) {
             req.resume();

@@ -23,6 +23,8 @@ import { fetchAll } from '../src/content/store.js';
 import type { DistributionStorage, StoredManifest } from './storage/distribution.js';
 import { isRepositoryName } from './storage/layout.js';
 
+const MAX_REMOTES = 256;
+
 export interface Upstream {
   /** The registry host clients name (`docker.io`), or '' for the one that serves every name. */
   key: string;
@@ -102,6 +104,12 @@ export class PullThrough {
       const base = this.opts.registry ?? {};
       p = RemoteStore.open(`${t.upstream.url.host}/${t.remote}`, { retryTimes: 1, ...base, plainHttp: t.upstream.url.protocol === 'http:' }, 'pull');
       p.catch(() => this.remotes.delete(key));
+      // Each remote store holds a connection pool: keep the most recently opened ones only.
+      if (this.remotes.size >= MAX_REMOTES) {
+        const [oldest, store] = this.remotes.entries().next().value!;
+        this.remotes.delete(oldest);
+        void store.then((r) => r.close(), () => undefined);
+      }
       this.remotes.set(key, p);
     }
     return p;

@@ -95,7 +95,7 @@ export class RepositoryStore implements Store, TagLister, Untagger, Deleter, Mou
 
   async tag(desc: Descriptor, ref: string): Promise<void> {
     checkTag(ref);
-    if (!(await this.repo.hasManifest(desc.digest))) throw unknown({ ...desc, mediaType: desc.mediaType }, this.where);
+    if (!(await this.repo.hasManifest(desc.digest))) throw unknown(desc, this.where);
     await this.repo.tag(ref, desc.digest);
   }
 

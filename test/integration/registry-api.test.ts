@@ -3,6 +3,7 @@
  * status codes, headers and error codes a client relies on.
  */
 import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { digestOf } from '../../src/oci/digest.js';
@@ -228,6 +229,17 @@ test('manifests over 4 MiB are refused and not stored', async () => {
   assert.is(r.status, 413);
   assert.is(errorCode(r), 'MANIFEST_INVALID');
   assert.is((await http(base, 'GET', '/v2/app/manifests/big')).status, 404);
+  const chunked = await new Promise<number>((resolve, reject) => {
+    // No Content-Length: the limit is found while reading, and still answered with 413.
+    const req = request(`${base}/v2/app/manifests/big`, { method: 'PUT', headers: { 'Content-Type': OCI_INDEX, 'Transfer-Encoding': 'chunked' } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    for (let i = 0; i < big.length; i += 1 << 20) req.write(big.subarray(i, i + (1 << 20)));
+    req.end();
+  });
+  assert.is(chunked, 413);
 });
 
 test('tags/list pages with n and last and a Link header; unknown repository is NAME_UNKNOWN', async () => {

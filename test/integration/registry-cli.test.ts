@@ -8,13 +8,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { ok, run, sealimg } from '../helpers/cli.js';
 import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { makeImage, makeIndex } from '../helpers/images.js';
-import { serveRegistry, type ServedRegistry } from '../helpers/sealimg-registry.js';
+import { serveRegistry } from '../helpers/sealimg-registry.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('sealimg registry serve');
@@ -145,6 +146,17 @@ test('kill -9 during an upload: after restart no partial blob is visible and the
   assert.is((await fetch(`${reg.url}${loc}?digest=${digest}`, { method: 'PUT' })).status, 201);
   const back = Buffer.from(await (await fetch(`${reg.url}/v2/crash/app/blobs/${digest}`)).arrayBuffer());
   assert.ok(back.equals(bytes));
+});
+
+test('32 concurrent clients pushing and pulling for 3 s: no errors, every blob verifies', async () => {
+  const src = await sourceLayout();
+  const reg = track(await serveRegistry(await tmpDir(), ['--log-level', 'error']));
+  await ok('skopeo', ['copy', '--dest-tls-verify=false', `oci:${src.dir}:one`, `docker://${reg.addr}/bench/app:v1`]);
+  const load = fileURLToPath(new URL('../../bench/registry-load.js', import.meta.url));
+  const out = JSON.parse(await ok(process.execPath, [load, reg.url, '32', '3']));
+  assert.is(out.errors, 0, out.firstErrors.join('\n'));
+  assert.is(out.badDigests, 0);
+  assert.ok(out.rounds > 32, `only ${out.rounds} rounds`);
 });
 
 test('exits cleanly on SIGTERM; a bad flag is a usage error', async () => {

@@ -14,6 +14,8 @@ import { digestOf } from '../../src/oci/digest.js';
 import { DistributionStorage } from '../../registry/storage/distribution.js';
 import { DistributionStore } from '../../registry/storage/store.js';
 import { Uploads } from '../../registry/storage/uploads.js';
+import { startRegistry } from '../../registry/server.js';
+import { OCI_MANIFEST } from '../../src/oci/mediatypes.js';
 import { ok, sealimg } from '../helpers/cli.js';
 import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { makeImage } from '../helpers/images.js';
@@ -74,6 +76,34 @@ test('keeps every revision by default, sweeps orphans; --delete-untagged drops t
   await ok('skopeo', ['copy', '--src-tls-verify=false', `docker://${server.host}/team/app:a`, `oci:${out}:a`]);
   const gone = await fetch(`http://${server.host}/v2/team/app/manifests/${f.b.manifest.digest}`);
   assert.is(gone.status, 404);
+});
+
+test('gc beside a running server: blobs of a push in progress are spared, and the push completes', async () => {
+  const root = await tmpDir();
+  const reg = await startRegistry({ addr: '127.0.0.1:0', root });
+  try {
+    const layer = randomBytes(2000);
+    const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+    for (const b of [layer, config]) {
+      const r = await fetch(`${reg.url}/v2/busy/app/blobs/uploads/?digest=${digestOf(b)}`, { method: 'POST', body: b });
+      assert.is(r.status, 201);
+    }
+    const gc = await sealimg(root, ['registry', 'gc', '--delete-untagged']);
+    assert.is(gc.code, 0, gc.stderr);
+    assert.match(gc.stdout, /deleted 0 blob\(s\).*spared 2/);
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digestOf(config), size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: digestOf(layer), size: layer.length }],
+    });
+    const put = await fetch(`${reg.url}/v2/busy/app/manifests/v1`, { method: 'PUT', body: manifest, headers: { 'Content-Type': OCI_MANIFEST } });
+    assert.is(put.status, 201);
+    const blob = Buffer.from(await (await fetch(`${reg.url}/v2/busy/app/blobs/${digestOf(layer)}`)).arrayBuffer());
+    assert.ok(blob.equals(layer));
+  } finally {
+    await reg.close();
+  }
 });
 
 test('abandoned upload sessions are purged after their max age; a live one stays', async () => {

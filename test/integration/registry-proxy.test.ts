@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { digestOf } from '../../src/oci/digest.js';
 import { OCI_MANIFEST } from '../../src/oci/mediatypes.js';
-import { startRegistry, type RunningServer } from '../../registry/server.js';
+import { startRegistry } from '../../registry/server.js';
 import type { RequestLog } from '../../registry/handler.js';
 import { ok } from '../helpers/cli.js';
 import { startRegistry as startDistribution } from '../helpers/registry.js';

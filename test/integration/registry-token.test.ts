@@ -10,7 +10,11 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { Readable } from 'node:stream';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
+import { digestOf } from '../../src/oci/digest.js';
+import { DistributionStorage } from '../../registry/storage/distribution.js';
+import { RepositoryStore } from '../../registry/storage/store.js';
 import { ok, run } from '../helpers/cli.js';
 import { makeImage } from '../helpers/images.js';
 import { serveRegistry, type ServedRegistry } from '../helpers/sealimg-registry.js';
@@ -23,6 +27,7 @@ const ISSUER = 'test-token-service';
 let reg: ServedRegistry | undefined;
 let tokens: Server | undefined;
 let key: KeyObject;
+let root = '';
 
 function jwt(claims: Record<string, unknown>, signer = key): string {
   const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -59,7 +64,8 @@ test.before.each(async () => {
   const dir = await tmpDir();
   await writeFile(join(dir, 'token.pem'), pair.publicKey.export({ type: 'spki', format: 'pem' }));
   const realm = await tokenService();
-  reg = await serveRegistry(await tmpDir(), ['--token-realm', realm, '--token-service', SERVICE, '--token-issuer', ISSUER, '--token-key', join(dir, 'token.pem')]);
+  root = await tmpDir();
+  reg = await serveRegistry(root, ['--token-realm', realm, '--token-service', SERVICE, '--token-issuer', ISSUER, '--token-key', join(dir, 'token.pem')]);
 });
 test.after.each(async () => {
   await reg?.stop();
@@ -95,6 +101,21 @@ test('the challenge names realm, service and scope; bad tokens are refused', asy
   const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
   assert.is((await http(reg!.url, 'GET', '/v2/team/app/tags/list', { headers: bearer(jwt(claims(pull), stranger)) })).status, 401);
   assert.is((await http(reg!.url, 'GET', '/v2/_catalog', { headers: bearer(jwt(claims(pull))) })).status, 401, 'the catalog needs registry:catalog:*');
+});
+
+test('a mount needs pull on the source repository, else it is an ordinary upload', async () => {
+  const store = new RepositoryStore(await DistributionStorage.open(root), 'secret/x');
+  const bytes = Buffer.from('secret layer');
+  const digest = digestOf(bytes);
+  await store.push({ mediaType: 'application/octet-stream', digest, size: bytes.length }, Readable.from([bytes]));
+  const push = jwt(claims([{ type: 'repository', name: 'team/app', actions: ['pull', 'push'] }]));
+  const denied = await http(reg!.url, 'POST', `/v2/team/app/blobs/uploads/?mount=${digest}&from=secret/x`, { headers: { Authorization: `Bearer ${push}` } });
+  assert.is(denied.status, 202, 'no pull on secret/x: an upload session, not a mount');
+  const anon = await http(reg!.url, 'POST', `/v2/team/app/blobs/uploads/?mount=${digest}`, { headers: { Authorization: `Bearer ${push}` } });
+  assert.is(anon.status, 202, 'no anonymous mounts when auth is on');
+  const both = jwt(claims([{ type: 'repository', name: 'team/app', actions: ['pull', 'push'] }, { type: 'repository', name: 'secret/x', actions: ['pull'] }]));
+  const mounted = await http(reg!.url, 'POST', `/v2/team/app/blobs/uploads/?mount=${digest}&from=secret/x`, { headers: { Authorization: `Bearer ${both}` } });
+  assert.is(mounted.status, 201);
 });
 
 test.run();

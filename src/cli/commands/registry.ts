@@ -8,6 +8,10 @@ import type { RequestLog } from '../../../registry/handler.js';
 import { needArgs, type Command, type Context } from '../command.js';
 import { TRANSFER_HELP, TRANSFER_OPTIONS, parseConcurrency, registryOptions } from '../transfer.js';
 
+// sync mirrors images whole: picking one platform out of an index would retag it and never match again.
+const { platform: _platform, ...SYNC_TRANSFER_OPTIONS } = TRANSFER_OPTIONS;
+const SYNC_TRANSFER_HELP = TRANSFER_HELP.split('\n').filter((l) => !l.includes('--platform')).join('\n');
+
 type Level = 'debug' | 'info' | 'warn' | 'error';
 const LEVELS: Level[] = ['debug', 'info', 'warn', 'error'];
 
@@ -67,7 +71,7 @@ in the CNCF layout, e.g. a cluster image's registry/).
       --include PATTERN    only repositories (or REPO:TAG with a colon) matching; repeatable;
                            * within a path component, ** across
       --exclude PATTERN    leave these out; repeatable
-${TRANSFER_HELP}`;
+${SYNC_TRANSFER_HELP}`;
 
 /** --token-realm, --token-service, --token-issuer, --token-key: all four or none. */
 function tokenOptions(flags: Record<string, unknown>): { realm: string; service: string; issuer: string; keyFile: string } | undefined {
@@ -193,7 +197,7 @@ const command: Command = {
     grace: { type: 'string' },
     include: { type: 'string', multiple: true },
     exclude: { type: 'string', multiple: true },
-    ...TRANSFER_OPTIONS,
+    ...SYNC_TRANSFER_OPTIONS,
   },
   async run(ctx, flags, args) {
     const sub = args[0];
