@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ok, run, sealimg } from '../helpers/cli.js';
+import { startDistribution } from '../helpers/distribution-server.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
@@ -83,7 +84,7 @@ Build('app-hello example: umoci unpack gives exactly the context files and modes
   const ctx = join(await tmpDir(), 'app-hello');
   await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
   await writeFile(join(ctx, 'manifests', 'old.yaml.bak'), 'ignored by .sealignore');
-  const digest = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--build-arg', 'VERSION=v2', '--label', 'team=infra', ctx]);
+  const digest = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--build-arg', 'VERSION=v2', '--label', 'team=infra', '--save-images=false', ctx]);
   assert.match(digest, /^sha256:[a-f0-9]{64}$/);
   const want = (await tree(ctx, (r) => ['Sealfile', '.sealignore'].includes(r) || r.endsWith('.bak')))
     // COPY --chmod=755 scripts: the directory and its files
@@ -283,7 +284,7 @@ Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and imag
 Build('merge: layers stacked and shared with the inputs, labels and env merged (later wins), CMDs concatenated, rootfs type kept', async () => {
   const root = await tmpDir();
   await buildOk(root, ['-t', 'example.com/rootfs-mini:v1', join(EXAMPLES, 'rootfs-mini')]);
-  await buildOk(root, ['-t', 'example.com/app-hello:v1', join(EXAMPLES, 'app-hello')]);
+  await buildOk(root, ['-t', 'example.com/app-hello:v1', '--save-images=false', join(EXAMPLES, 'app-hello')]);
   const r = await sealimg(root, ['merge', '-t', 'example.com/merged:1', 'example.com/rootfs-mini:v1', 'example.com/app-hello:v1']);
   assert.is(r.code, 0, r.stderr);
   const merged = (await manifestOf(root, 'example.com/merged:1')).layers.map((l) => l.digest);
@@ -302,6 +303,73 @@ Build('merge: layers stacked and shared with the inputs, labels and env merged (
   assert.is(bad.code, 1);
   assert.match(bad.stderr, /example\.com\/missing:1: no such image in the local store/);
   assert.is(await storeState(root), before);
+});
+
+Build('embedded images: copied into registry/ (distribution layout, host dropped), served by the CNCF registry with their source digests, big blobs as shared layers', async () => {
+  const work = await tmpDir();
+  const source = await startDistribution(join(work, 'source-data'), work);
+  const running = [source];
+  try {
+    // Container images made here and pushed with skopeo: nginx carries a 2 MiB blob.
+    const src = join(work, 'src-store');
+    const digests: Record<string, string> = {};
+    for (const [name, files] of [['nginx:1.25', { 'big.bin': 2 << 20 }], ['busybox:1.36', { 'sh.txt': 100 }], ['redis:7.2', { 'redis.conf': 200 }]] as const) {
+      const ctx = await context({ Sealfile: 'FROM scratch\nCOPY . /app/\n' });
+      for (const [f, size] of Object.entries(files)) await writeFile(join(ctx, f), randomBytes(size));
+      await buildOk(src, ['-t', `example.com/${name}`, ctx]);
+      await ok('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:example.com/${name}`, `docker://${source.addr}/library/${name}`]);
+      digests[name] = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${source.addr}/library/${name}`])).Digest;
+    }
+    // The example, with its images moved to this registry.
+    const ctx = join(work, 'app-hello');
+    await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
+    for (const f of ['images/shim/hello-images', 'manifests/deployment.yaml', 'charts/hello-cache/values.yaml']) {
+      const text = await readFile(join(ctx, f), 'utf8');
+      await writeFile(join(ctx, f), text.replaceAll('docker.io/library/', `${source.addr}/library/`).replace('registry: docker.io', `registry: ${source.addr}`));
+    }
+    const root = join(work, 'store');
+    const d1 = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--plain-http', ctx]);
+    assert.is(await buildOk(join(work, 'store2'), ['-t', 'example.com/app-hello:v1', '--plain-http', ctx]), d1, 'embedding is deterministic too');
+    const fs = await unpack(root, 'example.com/app-hello:v1');
+    assert.equal((await readdir(join(fs, 'registry/docker/registry/v2/repositories/library'))).sort(), ['busybox', 'nginx', 'redis']);
+    const served = await startDistribution(join(fs, 'registry'), work);
+    running.push(served);
+    for (const [name, digest] of Object.entries(digests)) {
+      const got = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.addr}/library/${name}`]));
+      assert.is(got.Digest, digest, `${name} is served with its source digest`);
+    }
+    await ok('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${served.addr}/library/nginx:1.25`, `oci:${join(work, 'check')}:nginx`]);
+
+    // The 2 MiB blob is a layer of its own, uncompressed, holding just that file...
+    const m = await manifestOf(root, 'example.com/app-hello:v1');
+    const own: string[] = [];
+    for (const l of m.layers as Array<{ digest: string; mediaType: string }>) {
+      if (l.mediaType !== 'application/vnd.oci.image.layer.v1.tar') continue;
+      own.push(l.digest);
+      const names = (await ok('tar', ['tf', join(root, 'blobs', 'sha256', l.digest.slice(7))])).trim().split('\n');
+      assert.is(names.length, 1);
+      assert.match(names[0]!, /^registry\/docker\/registry\/v2\/blobs\/sha256\/[a-f0-9]{2}\/[a-f0-9]{64}\/data$/);
+    }
+    assert.is(own.length, 1);
+    // ...so another cluster image that embeds nginx has that same layer.
+    const other = await context({ Sealfile: 'FROM scratch\nCOPY images /images/\n', 'images/shim/list': `${source.addr}/library/nginx:1.25\n` });
+    await buildOk(root, ['-t', 'example.com/other:1', '--plain-http', other]);
+    assert.ok((await manifestOf(root, 'example.com/other:1')).layers.some((l) => l.digest === own[0]), 'the nginx blob layer is shared');
+
+    // Two images that collide once the host is dropped, and a registry that is not there: errors, store unchanged.
+    const before = await storeState(root);
+    const clash = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${source.addr}/library/nginx:1.25\nlocalhost:${source.addr.split(':')[1]}/library/nginx:1.25\n` });
+    const r1 = await sealimg(root, ['build', '-t', 'example.com/clash:1', '--plain-http', clash]);
+    assert.is(r1.code, 1);
+    assert.match(r1.stderr, new RegExp(`${source.addr.replace('.', '\\.')}/library/nginx and localhost:\\d+/library/nginx would both be library/nginx`));
+    const down = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': '127.0.0.1:9/library/gone:1\n' });
+    const r2 = await sealimg(root, ['build', '-t', 'example.com/down:1', '--plain-http', '--retry-times', '0', down]);
+    assert.is(r2.code, 1);
+    assert.match(r2.stderr, /embedding 127\.0\.0\.1:9\/library\/gone:1: /);
+    assert.is(await storeState(root), before);
+  } finally {
+    for (const r of running) await r.stop();
+  }
 });
 
 Build('bad input: a clear error with file:line, exit 1, and the store exactly as it was', async () => {
