@@ -18,7 +18,7 @@ import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/ty
 import { LayerCache } from './cache.js';
 import { copyEntries } from './copy-step.js';
 import { discoverImages } from './discover.js';
-import { embedImages, registryLayers, type RegistryLayers } from './embed.js';
+import { embedImages, parseArchiveLine, registryLayers, type RegistryLayers } from './embed.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, writeLayer, type Compression } from './layer.js';
@@ -209,12 +209,13 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       annotations[BASE_DIGEST] = base.manifestDesc.digest;
     }
     if (opts.discoverImages !== false) {
-      const found = await listImages(contextDir, ignore, log, opts.embed !== undefined);
+      const { images: found, archives } = await listImages(contextDir, ignore, log, opts.embed !== undefined);
       if (found.length) annotations[IMAGES_ANNOTATION] = JSON.stringify(found.map((image) => ({ image })));
-      if (found.length && opts.embed) {
+      if ((found.length || archives.length) && opts.embed) {
         const dir = join(tmp, 'registry');
-        log(`STEP embed: ${found.length} image(s) into /registry`);
-        await embedImages(found, dir, { open: opts.embed.open, platform, allPlatforms: opts.embed.allPlatforms, concurrency: opts.embed.concurrency, signal: opts.signal, log });
+        log(`STEP embed: ${found.length + archives.length} image(s) into /registry`);
+        const fromArchives = archives.map((line) => parseArchiveLine(line, join(contextDir, 'images', 'skopeo')));
+        await embedImages(found, dir, { open: opts.embed.open, platform, allPlatforms: opts.embed.allPlatforms, concurrency: opts.embed.concurrency, signal: opts.signal, log }, fromArchives);
         const split = opts.embed.registryLayers ?? 'split';
         for (const l of await registryLayers(dir, split)) {
           // A big blob is stored as it is (already compressed), as its own layer: the same bytes in every cluster image.
@@ -257,7 +258,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
 }
 
 /** Discovery, as the build shows it; references that do not parse are reported and left out. */
-async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: string) => void, embedding: boolean): Promise<string[]> {
+async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: string) => void, embedding: boolean): Promise<{ images: string[]; archives: string[] }> {
   const d = await discoverImages(contextDir, ignore);
   for (const n of d.notes) log(`images: ${n}`);
   const out: string[] = [];
@@ -270,11 +271,11 @@ async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: s
   }
   const unique = [...new Set(out)];
   if (unique.length || d.archives.length) {
-    log(`images: ${unique.length} container image(s) found (listed in the ${IMAGES_ANNOTATION} annotation${embedding ? '' : '; not embedded: --save-images=false'}):`);
+    log(`images: ${unique.length} container image(s)${d.archives.length ? ` and ${d.archives.length} archive(s)` : ''} found (images listed in the ${IMAGES_ANNOTATION} annotation${embedding ? '' : '; not embedded: --save-images=false'}):`);
     for (const i of unique) log(`  ${i}`);
-    for (const a of d.archives) log(`  ${a.image} (archive; embedding archives is not supported yet)`);
+    for (const a of d.archives) log(`  ${a.image}`);
   }
-  return unique;
+  return { images: unique, archives: d.archives.map((a) => a.image) };
 }
 
 /** A RUN: the command in the working copy, and what it changed there. */

@@ -50,11 +50,31 @@ export function embeddedName(image: string): { repository: string; ref: string; 
   return { repository: r.repository, ref, source: `${r.registry}/${r.repository}` };
 }
 
-/** Copies `images` (normalized references) into the distribution directory `dir`. */
-export async function embedImages(images: string[], dir: string, opts: EmbedOptions): Promise<void> {
+/** An `images/skopeo/tar.txt` entry: a local archive and the name it gets in the embedded registry. */
+export interface ArchiveImage {
+  kind: 'docker-archive' | 'oci-archive';
+  /** Absolute path of the archive. */
+  path: string;
+  /** `REPO:TAG` as written after the `@`. */
+  name: string;
+}
+
+/** Parses `docker-archive:PATH@REPO[:TAG]`; PATH is relative to images/skopeo/, as the list is. */
+export function parseArchiveLine(line: string, skopeoDir: string): ArchiveImage {
+  const m = /^(docker-archive|oci-archive):([^@]+)@(.+)$/.exec(line.trim());
+  if (!m) throw new SealimgError('BUILD_FAILED', `images/skopeo/tar.txt: "${line}" is not docker-archive:PATH@REPO or oci-archive:PATH@REPO`);
+  const rel = m[2]!;
+  if (rel.startsWith('/') || rel.split('/').includes('..')) {
+    throw new SealimgError('BUILD_FAILED', `images/skopeo/tar.txt: ${rel} must be a path inside images/skopeo/`);
+  }
+  return { kind: m[1] as ArchiveImage['kind'], path: join(skopeoDir, rel), name: m[3]! };
+}
+
+/** Copies `images` (normalized references) and `archives` into the distribution directory `dir`. */
+export async function embedImages(images: string[], dir: string, opts: EmbedOptions, archives: ArchiveImage[] = []): Promise<void> {
   const owners = new Map<string, string>();
-  for (const image of images) {
-    const { repository, source } = embeddedName(image);
+  const sources = [...images.map((image) => ({ image, ...embeddedName(image) })), ...archives.map((a) => ({ image: `${a.kind}:${a.path}`, ...embeddedName(a.name) }))];
+  for (const { repository, source } of sources) {
     const other = owners.get(repository);
     if (other !== undefined && other !== source) {
       throw new SealimgError('BUILD_FAILED', `${other} and ${source} would both be ${repository} in the embedded registry (the registry host is dropped from the path)`, {
@@ -70,14 +90,15 @@ export async function embedImages(images: string[], dir: string, opts: EmbedOpti
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < images.length && !signal.aborted) {
-      const image = images[next++]!;
-      const r = parseReference(image);
-      const { repository, ref } = embeddedName(image);
-      const src = await openSource(parseLocation(`docker://${image}`, 'registry'), opts.open);
+    while (next < sources.length && !signal.aborted) {
+      const { image, repository, ref } = sources[next++]!;
+      const archive = image.startsWith('docker-archive:') || image.startsWith('oci-archive:');
+      const r = archive ? undefined : parseReference(image);
+      const src = await openSource(parseLocation(archive ? image : `docker://${image}`, 'registry'), opts.open);
       try {
-        const pinned = r.digest !== undefined;
-        await copy(src, r.digest ?? r.tag!, dst, `${repository}:${ref}`, {
+        const pinned = r?.digest !== undefined;
+        // An archive holds one image: '' names it.
+        await copy(src, archive ? '' : r!.digest ?? r!.tag!, dst, `${repository}:${ref}`, {
           platform: pinned || opts.allPlatforms ? undefined : opts.platform,
           signal,
         });
@@ -90,7 +111,7 @@ export async function embedImages(images: string[], dir: string, opts: EmbedOpti
       }
     }
   };
-  const n = Math.max(1, Math.min(opts.concurrency ?? 3, images.length));
+  const n = Math.max(1, Math.min(opts.concurrency ?? 3, sources.length));
   const results = await Promise.allSettled(Array.from({ length: n }, worker));
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   if (failed) throw failed.reason;

@@ -372,6 +372,27 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
   }
 });
 
+Build('images/skopeo/tar.txt: local docker-archive and oci-archive tarballs are embedded under the names given', async () => {
+  const work = await tmpDir();
+  const src = join(work, 'src');
+  const app = await context({ Sealfile: 'FROM scratch\nCOPY . /app/\n', 'app.txt': 'from an archive' });
+  const digest = await buildOk(src, ['-t', 'example.com/app:1', app]);
+  const ctx = await context({ Sealfile: 'FROM scratch\nLABEL sealos.io.type=application\n', 'images/skopeo/tar.txt': '# offline images\noci-archive:app-oci.tar@library/app:oci\ndocker-archive:app-docker.tar@library/app:docker\n' });
+  await ok('skopeo', ['copy', '-q', `oci:${src}:example.com/app:1`, `oci-archive:${join(ctx, 'images/skopeo/app-oci.tar')}`]);
+  await ok('skopeo', ['copy', '-q', `oci:${src}:example.com/app:1`, `docker-archive:${join(ctx, 'images/skopeo/app-docker.tar')}:example.com/app:1`]);
+  const root = join(work, 'store');
+  await buildOk(root, ['-t', 'example.com/offline:1', ctx]);
+  const served = await startDistribution(join(await unpack(root, 'example.com/offline:1'), 'registry'), work);
+  try {
+    const oci = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.addr}/library/app:oci`]));
+    assert.is(oci.Digest, digest);
+    const docker = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.addr}/library/app:docker`]));
+    assert.is(docker.Layers.length, 1);
+  } finally {
+    await served.stop();
+  }
+});
+
 Build('bad input: a clear error with file:line, exit 1, and the store exactly as it was', async () => {
   const root = await tmpDir();
   await buildOk(root, ['-t', 'example.com/keep:1', await context({ Sealfile: 'FROM scratch\nCOPY f /f\n', f: 'x' })]);
