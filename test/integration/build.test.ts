@@ -14,6 +14,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ok, run, sealimg } from '../helpers/cli.js';
 import { startDistribution } from '../helpers/distribution-server.js';
+import { makeIndex } from '../helpers/images.js';
+import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
@@ -370,6 +372,53 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
   } finally {
     for (const r of running) await r.stop();
   }
+});
+
+Build('embedding a multi-arch image: --platform keeps its manifest, --all-platforms and a digest-pinned reference keep the index', async () => {
+  const work = await tmpDir();
+  const source = await startDistribution(join(work, 'source-data'), work);
+  const running = [source];
+  try {
+    const layout = await OciLayoutStore.open(join(work, 'layout'), { create: true });
+    const amd64 = { os: 'linux', architecture: 'amd64' };
+    const arm64 = { os: 'linux', architecture: 'arm64' };
+    const { index, images } = await makeIndex(layout, [amd64, arm64], 'multi');
+    await ok('skopeo', ['copy', '-q', '--all', '--dest-tls-verify=false', `oci:${join(work, 'layout')}:multi`, `docker://${source.addr}/library/multi:1`]);
+    const root = join(work, 'store');
+    const served = async (ref: string, args: string[], list: string): Promise<string> => {
+      const ctx = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${list}\n` });
+      await buildOk(root, ['-t', ref, '--plain-http', ...args, ctx]);
+      const r = await startDistribution(join(await unpack(root, ref), 'registry'), work);
+      running.push(r);
+      return r.addr;
+    };
+    const one = await served('example.com/one:1', ['--platform', 'linux/arm64'], `${source.addr}/library/multi:1`);
+    assert.is(JSON.parse(await ok('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${one}/library/multi:1`])).config.digest, images[1]!.config.digest);
+    const all = await served('example.com/all:1', ['--all-platforms'], `${source.addr}/library/multi:1`);
+    assert.is(JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${all}/library/multi:1`])).Digest, index.digest);
+    const pinned = await served('example.com/pinned:1', [], `${source.addr}/library/multi@${index.digest}`);
+    const got = JSON.parse(await ok('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${pinned}/library/multi@${index.digest}`]));
+    assert.is(got.manifests.length, 2);
+  } finally {
+    for (const r of running) await r.stop();
+  }
+});
+
+Build('charts: with a helm on the PATH, the images helm template renders (here a stand-in helm that records its call)', async () => {
+  const bin = await tmpDir();
+  const calls = join(bin, 'calls');
+  await writeFile(join(bin, 'helm'), `#!/bin/sh\necho "$@" >> '${calls}'\nprintf 'kind: Deployment\\nspec:\\n  template:\\n    spec:\\n      containers:\\n        - image: example.com/rendered:1\\n'\n`);
+  await chmod(join(bin, 'helm'), 0o755);
+  const root = await tmpDir();
+  const ctx = join(await tmpDir(), 'app-hello');
+  await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
+  const r = await sealimg(root, ['build', '-t', 'example.com/helm:1', '--save-images=false', ctx], { env: { PATH: `${bin}:${process.env.PATH}` } });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /charts\/hello-cache: images from helm template/);
+  assert.is((await readFile(calls, 'utf8')).trim(), `template hello-cache ${join(ctx, 'charts', 'hello-cache')} -f ${join(ctx, 'charts', 'hello-cache.values.yaml')}`);
+  const images = JSON.parse((await manifestOf(root, 'example.com/helm:1')).annotations!['sealer.image.container.images']!);
+  assert.ok(images.some((i: { image: string }) => i.image === 'example.com/rendered:1'));
+  assert.not.ok(images.some((i: { image: string }) => i.image.includes('redis')), 'values are not read when helm renders');
 });
 
 Build('images/skopeo/tar.txt: local docker-archive and oci-archive tarballs are embedded under the names given', async () => {
