@@ -6,7 +6,7 @@
  * blobs it added, so the store is left as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import { processAlive } from '../content/fsutil.js';
 import type { OpenContext } from '../content/locations.js';
@@ -100,6 +100,9 @@ async function removeStaleBuildDirs(root: string): Promise<void> {
 export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<BuildResult> {
   const log = opts.log ?? (() => undefined);
   const contextDir = resolvePath(opts.contextDir);
+  const st = await stat(contextDir).catch((e) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
+  if (!st) throw new SealimgError('USAGE', `${opts.contextDir}: no such directory`, { hint: 'CONTEXT is the directory with the Sealfile and the files it copies' });
+  if (!st.isDirectory()) throw new SealimgError('USAGE', `${opts.contextDir} is not a directory`, { hint: 'CONTEXT is the directory with the Sealfile; name another build file with -f FILE' });
   const bf = await readBuildFile(contextDir, opts.file);
   const parsed = parseSealfile(bf.text, bf.name);
   const epoch = opts.sourceDateEpoch ?? 0;
