@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# The quick start: make a small image in an OCI layout with umoci, pull it into
-# a sealimg store, list and inspect it, push it to a second layout, and let
-# skopeo read the result. Runs offline; everything stays under one temp dir.
+# The quick start, offline: build a cluster image from examples/app-hello,
+# list and inspect it, save it to a tarball and load that into a second store
+# (the air-gapped path), and let skopeo read the result as an independent check.
+# Everything stays under one temporary directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-sealimg="node $here/../dist/src/cli/main.js"
+sealimg() { node "$here/../dist/src/cli/main.js" "$@"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export SEALIMG_ROOT="$work/store"
 
-umoci init --layout "$work/src"
-umoci new --image "$work/src:hello"
-umoci insert --image "$work/src:hello" "$here/hello/rootfs" /
-umoci config --image "$work/src:hello" --config.label sealos.io.type=application --config.cmd 'cat /etc/motd'
-
-$sealimg pull "oci:$work/src:hello"
-$sealimg tag hello example.com/hello:v1
-$sealimg images
-$sealimg inspect example.com/hello:v1 | head -n 8
-$sealimg push example.com/hello:v1 "oci:$work/out:hello"
-skopeo inspect "oci:$work/out:hello" | head -n 4
+echo "== build"
+sealimg build -t example.com/app-hello:v1 "$here/app-hello"
+echo "== images"
+sealimg images
+echo "== inspect (labels)"
+sealimg inspect example.com/app-hello:v1 | grep -A4 '"Labels"'
+echo "== save, then load into a fresh store"
+sealimg save -q -o "$work/app-hello.tar" example.com/app-hello:v1
+SEALIMG_ROOT="$work/offline-store" sealimg load -q -i "$work/app-hello.tar"
+SEALIMG_ROOT="$work/offline-store" sealimg images
+echo "== skopeo reads the tarball and the store"
+skopeo inspect "oci-archive:$work/app-hello.tar:example.com/app-hello:v1" | grep '"Digest"'
+skopeo inspect "oci:$work/offline-store:example.com/app-hello:v1" | grep '"Digest"'
 echo "quickstart: ok"

@@ -37,11 +37,12 @@ export function parseHtpasswd(text: string, file: string): Map<string, string> {
 }
 
 export class HtpasswdAuth implements Authenticator {
-  readonly challenge: string;
   private readonly remembered = new Map<string, { user: string; until: number }>();
 
-  constructor(private readonly users: Map<string, string>, realm = 'sealimg') {
-    this.challenge = `Basic realm="${realm}"`;
+  constructor(private readonly users: Map<string, string>, private readonly realm = 'sealimg') {}
+
+  challenge(): string {
+    return `Basic realm="${this.realm}"`;
   }
 
   static async load(file: string, realm?: string): Promise<HtpasswdAuth> {

@@ -19,12 +19,31 @@ import { route, splitUrl, type Route } from './routes.js';
 import type { DistributionStorage, Repository } from './storage/distribution.js';
 import { checkRepositoryName, checkTag, isRepositoryName } from './storage/layout.js';
 import { Uploads } from './storage/uploads.js';
+import type { PullThrough, ProxyTarget } from './proxy.js';
+
+/** What a request needs to be allowed to do, in the token scope grammar (`repository:NAME:pull,push`). */
+export interface Access {
+  type: 'repository' | 'registry';
+  name: string;
+  actions: string[];
+}
 
 /** Checks a request's credentials; returns the user name, or undefined to refuse. */
 export interface Authenticator {
-  authenticate(authorization: string | undefined): Promise<string | undefined>;
+  authenticate(authorization: string | undefined, access: Access[]): Promise<string | undefined>;
   /** The WWW-Authenticate value sent with a 401. */
-  challenge: string;
+  challenge(access: Access[]): string;
+}
+
+/** The access a request needs: pull to read, push to write, delete to delete, catalog for _catalog. */
+export function accessFor(rt: Route | undefined, method: string, query: URLSearchParams): Access[] {
+  if (!rt || rt.kind === 'base') return [];
+  if (rt.kind === 'catalog') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
+  const action = method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
+  const out: Access[] = [{ type: 'repository', name: rt.name, actions: action === 'push' ? ['pull', 'push'] : [action] }];
+  const from = query.get('from');
+  if (rt.kind === 'uploads' && from) out.push({ type: 'repository', name: from, actions: ['pull'] });
+  return out;
 }
 
 export interface RequestLog {
@@ -45,6 +64,8 @@ export interface RegistryHandlerOptions {
   log?: (entry: RequestLog) => void;
   /** Answer pages of tags and catalog at most this long (default 1000). */
   maxPage?: number;
+  /** Pull-through mirror: reads that miss go upstream; names it serves take no pushes. */
+  proxy?: PullThrough;
 }
 
 export type RegistryHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -149,6 +170,12 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     return storage.repository(name);
   };
 
+  const proxyTarget = (c: Call, name: string): ProxyTarget | undefined => {
+    if (!opts.proxy) return undefined;
+    checkRepositoryName(name);
+    return opts.proxy.target(name, c.query.get('ns'));
+  };
+
   const uploadHeaders = (name: string, id: string, size: number): Record<string, string> => ({
     Location: `/v2/${name}/blobs/uploads/${id}`,
     Range: `0-${Math.max(0, size - 1)}`,
@@ -165,8 +192,13 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     else checkTag(reference);
     const method = c.req.method;
     if (method === 'GET' || method === 'HEAD') {
-      const digest = byDigest ? reference : await r.resolveTag(reference);
-      const m = digest ? await r.manifest(digest) : undefined;
+      const target = proxyTarget(c, name);
+      let m;
+      if (target) m = await opts.proxy!.manifest(target, reference);
+      else {
+        const digest = byDigest ? reference : await r.resolveTag(reference);
+        m = digest ? await r.manifest(digest) : undefined;
+      }
       if (!m) throw new SealimgError('MANIFEST_UNKNOWN', `manifest ${name}:${reference} is not in this registry`);
       const headers = { 'Content-Type': m.mediaType, 'Docker-Content-Digest': m.digest, ETag: `"${m.digest}"`, 'Content-Length': m.bytes.length };
       if (method === 'HEAD') send(c.res, 200, headers);
@@ -206,7 +238,21 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       return;
     }
     if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method);
-    const size = await r.blobSize(digest);
+    const target = proxyTarget(c, name);
+    let size = await (target ? storage.repository(target.local) : r).blobSize(digest);
+    if (size === undefined && target) {
+      if (method === 'HEAD') size = await opts.proxy!.blobSize(target, digest);
+      else {
+        const got = await opts.proxy!.fetchBlob(target, digest);
+        if (got?.stream) {
+          // The first reader gets the bytes as they arrive from upstream, whole (a Range is honoured from disk later).
+          c.res.writeHead(200, { ...API_HEADER, 'Docker-Content-Digest': digest, 'Content-Type': 'application/octet-stream', 'Content-Length': got.size });
+          await pipeline(got.stream, c.res);
+          return;
+        }
+        size = got?.size;
+      }
+    }
     if (size === undefined) throw new SealimgError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`);
     const base = { 'Docker-Content-Digest': digest, 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream', ETag: `"${digest}"` };
     const rangeHeader = c.req.headers.range;
@@ -227,6 +273,8 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       headers['Content-Length'] = range.end - range.start + 1;
     } else headers['Content-Length'] = size;
     if (method === 'HEAD') {
+      // A client that finds a blob may reference it next: keep it young for a gc running beside us.
+      await storage.touchBlob(digest);
       c.res.writeHead(range ? 206 : 200, headers);
       c.res.end();
       return;
@@ -248,6 +296,7 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       else if (from === null) size = await storage.blobSize(digest); // anonymous mount: any blob this registry holds
       if (size !== undefined) {
         c.req.resume();
+        await storage.touchBlob(digest);
         await r.linkBlob(digest);
         blobCreated(c.res, name, digest);
         return;
@@ -267,7 +316,7 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       return;
     }
     c.req.resume();
-    send(c.res, 202, { ...uploadHeaders(name, id, 0), 'OCI-Chunk-Min-Length': 0 });
+    send(c.res, 202, uploadHeaders(name, id, 0));
   }
 
   async function upload(c: Call, name: string, id: string): Promise<void> {
@@ -314,6 +363,15 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
   async function tags(c: Call, name: string): Promise<void> {
     const r = repo(name);
     if (c.req.method !== 'GET') throw notAllowed(c.req.method);
+    const target = proxyTarget(c, name);
+    if (target) {
+      const q = c.query.toString();
+      const upstream = await opts.proxy!.tags(target, q ? `?${q}` : '');
+      if (upstream !== undefined) {
+        send(c.res, 200, { 'Content-Type': 'application/json' }, upstream);
+        return;
+      }
+    }
     const all = await r.tags();
     if (all.length === 0 && !(await r.exists())) throw new SealimgError('NAME_UNKNOWN', `repository ${name} is not in this registry`);
     const { items, link } = page(all, c.query, maxPage, `/v2/${name}/tags/list`);
@@ -338,6 +396,10 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
   }
 
   async function dispatch(c: Call, rt: Route): Promise<void> {
+    if (opts.proxy && 'name' in rt && WRITE_METHODS.has(c.req.method ?? '') && proxyTarget(c, rt.name)) {
+      c.req.resume();
+      throw apiError(405, 'UNSUPPORTED', `${rt.name} is mirrored from an upstream registry; push there instead`);
+    }
     switch (rt.kind) {
       case 'base':
         sendJson(c.res, 200, {});
@@ -376,15 +438,16 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
     };
     void (async () => {
       try {
+        const rt = route(path);
         if (opts.auth) {
-          user = await opts.auth.authenticate(req.headers.authorization);
+          const access = accessFor(rt, req.method ?? 'GET', query);
+          user = await opts.auth.authenticate(req.headers.authorization, access);
           if (user === undefined) {
             req.resume();
-            fail({ status: 401, code: 'UNAUTHORIZED', message: 'authentication required' }, { 'WWW-Authenticate': opts.auth.challenge });
+            fail({ status: 401, code: 'UNAUTHORIZED', message: 'authentication required' }, { 'WWW-Authenticate': opts.auth.challenge(access) });
             return;
           }
         }
-        const rt = route(path);
         if (!rt) {
           req.resume();
           fail({ status: 404, code: 'NOT_FOUND', message: `${path} is not a registry endpoint` });

@@ -9,8 +9,11 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { SealimgError } from '../src/errors.js';
 import { HtpasswdAuth } from './auth.js';
+import { TokenAuth } from './token.js';
 import { createRegistryHandler, type RequestLog } from './handler.js';
 import { DistributionStorage } from './storage/distribution.js';
+import { PullThrough, parseProxySpec } from './proxy.js';
+import type { RegistryOptions } from '../src/content/registry-client.js';
 
 export interface ServeOptions {
   /** HOST:PORT, [IPV6]:PORT or :PORT (every interface); port 0 picks a free one. */
@@ -20,9 +23,19 @@ export interface ServeOptions {
   readOnly?: boolean;
   /** An htpasswd file of bcrypt hashes: Basic auth on every request. */
   htpasswd?: string;
+  /** Bearer tokens from a token service, verified with its public key. */
+  token?: { realm: string; service: string; issuer: string; keyFile: string };
   tlsCert?: string;
   tlsKey?: string;
   log?: (entry: RequestLog) => void;
+  /** Pull-through upstreams, `URL` or `HOST=URL` (see proxy.ts). */
+  proxy?: string[];
+  /** Re-check mirrored tags upstream after this long. */
+  proxyTagTtlMs?: number;
+  /** Upstream transport and credentials. */
+  upstream?: RegistryOptions;
+  /** Warnings (a stale tag served while the upstream is down). */
+  warn?: (message: string) => void;
 }
 
 export interface RunningServer {
@@ -46,8 +59,12 @@ export async function startRegistry(opts: ServeOptions): Promise<RunningServer> 
   }
   const { host, port } = parseAddr(opts.addr);
   const storage = await DistributionStorage.open(opts.root, { create: !opts.readOnly });
-  const auth = opts.htpasswd ? await HtpasswdAuth.load(opts.htpasswd) : undefined;
-  const handler = createRegistryHandler(storage, { readOnly: opts.readOnly, auth, log: opts.log });
+  if (opts.htpasswd && opts.token) throw new SealimgError('USAGE', '--htpasswd and --token-* are two kinds of auth; pick one');
+  const auth = opts.htpasswd ? await HtpasswdAuth.load(opts.htpasswd) : opts.token ? await TokenAuth.load(opts.token) : undefined;
+  const proxy = opts.proxy?.length
+    ? new PullThrough(storage, opts.proxy.map(parseProxySpec), { tagTtlMs: opts.proxyTagTtlMs, registry: opts.upstream, warn: opts.warn })
+    : undefined;
+  const handler = createRegistryHandler(storage, { readOnly: opts.readOnly, auth, log: opts.log, proxy });
   let server: Server;
   const tls = opts.tlsCert !== undefined;
   if (tls) {
@@ -75,7 +92,9 @@ export async function startRegistry(opts: ServeOptions): Promise<RunningServer> 
     host: hostPort,
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => {
+          void (proxy?.close() ?? Promise.resolve()).then(() => resolve());
+        });
         server.closeAllConnections();
       }),
   };

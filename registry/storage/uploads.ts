@@ -23,11 +23,7 @@ interface HashState {
   offset: number;
 }
 
-export interface UploadStatus {
-  id: string;
-  /** Bytes received so far. */
-  size: number;
-}
+const MAX_LIVE_HASHES = 4096;
 
 export class Uploads {
   private readonly hashes = new Map<string, HashState>();
@@ -46,8 +42,14 @@ export class Uploads {
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'startedat'), new Date().toISOString());
     await writeFile(join(dir, 'data'), '', { flag: 'wx' });
-    this.hashes.set(`${name}/${id}`, { hash: createHash('sha256'), offset: 0 });
+    this.remember(`${name}/${id}`, { hash: createHash('sha256'), offset: 0 });
     return id;
+  }
+
+  /** Keeps a running hash; abandoned sessions must not grow the map without end (a dropped one is rebuilt from disk). */
+  private remember(key: string, state: HashState): void {
+    if (this.hashes.size >= MAX_LIVE_HASHES) this.hashes.delete(this.hashes.keys().next().value!);
+    this.hashes.set(key, state);
   }
 
   /** The bytes received so far; BLOB_UPLOAD_UNKNOWN when there is no such session. */

@@ -30,7 +30,7 @@ const COMMANDS: Record<string, Entry> = {
   logout: { summary: 'Remove saved credentials for a registry', load: () => import('./commands/logout.js') },
   save: { summary: 'Write images to a tarball for offline sites', load: () => import('./commands/save.js') },
   load: { summary: 'Read images from a tarball into the local store', load: () => import('./commands/load.js') },
-  registry: { summary: 'Serve, sync and garbage-collect an OCI registry', planned: 'the registry issue' },
+  registry: { summary: 'Serve, sync and garbage-collect an OCI registry', load: () => import('./commands/registry.js') },
   run: { summary: 'Install cluster images onto hosts over SSH', load: () => import('./commands/run.js') },
   add: { summary: 'Add masters or nodes to a cluster', planned: 'the runner issue (part 2)' },
   delete: { summary: 'Remove masters or nodes from a cluster', planned: 'the runner issue (part 2)' },

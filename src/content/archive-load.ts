@@ -14,7 +14,7 @@
  * spool file once, then pushed.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,7 +27,7 @@ import { MAX_MANIFEST_SIZE, childrenOf, parseManifest } from '../oci/validate.js
 import { digestFromBlobName, readCatalog, sniffCompression, type ArchiveAccess, type ArchiveImage, type Compression } from './archive-catalog.js';
 import { ArchiveReader, tarEntries } from './archive-reader.js';
 import { copyGraph, type CopyEvent } from './copy.js';
-import { canDelete, fetchAll, type Store } from './store.js';
+import { canDelete, canResumeIngest, fetchAll, type Store } from './store.js';
 
 export interface LoadOptions {
   signal?: AbortSignal;
@@ -57,7 +57,9 @@ class Recording implements Store {
     return this.inner.exists(desc, signal);
   }
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly started: Descriptor[] = [];
   async push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
+    this.started.push(expected);
     const p = this.inner.push(expected, body, signal).then(() => {
       this.added.push(expected);
     });
@@ -71,10 +73,23 @@ class Recording implements Store {
   async tag(): Promise<void> {
     throw new SealimgError('USAGE', 'a load tags only at the end');
   }
+  /** Deletes the blobs this load added that no image in the archive uses (a one-pass load takes every entry). */
+  async dropUnreached(reached: Set<string>): Promise<void> {
+    if (!canDelete(this.inner)) return;
+    const keep: Descriptor[] = [];
+    for (const d of this.added.splice(0)) {
+      if (reached.has(d.digest)) keep.push(d);
+      else await this.inner.delete(d);
+    }
+    this.added.push(...keep);
+  }
+
   async undo(): Promise<void> {
     // copy() rejects at the first failure while sibling pushes are still being aborted: let them
     // finish (and clean their temp files) first, or one could land after the undo.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    // An archive cannot be read from the middle of a blob: what an interrupted push kept for resuming is useless.
+    if (canResumeIngest(this.inner)) for (const d of this.started) await this.inner.abandonIngest(d).catch(() => undefined);
     if (!canDelete(this.inner)) return;
     for (const d of this.added.splice(0)) await this.inner.delete(d).catch(() => undefined);
   }
@@ -98,13 +113,14 @@ export async function loadArchive(input: string | Readable, dst: Store, opts: Lo
     return out;
   } catch (e) {
     await rec.undo();
+    // Streams report an abort as node's AbortError; the reason the caller gave says more.
+    if (opts.signal?.aborted && opts.signal.reason instanceof SealimgError) throw opts.signal.reason;
     throw e;
   }
 }
 
 /** True for an uncompressed file (readable at random); false for gzip, or something that is not a file. */
 async function isPlainFile(path: string): Promise<boolean> {
-  const { open } = await import('node:fs/promises');
   let fh;
   try {
     fh = await open(path, 'r');
@@ -147,13 +163,17 @@ function isMetadata(name: string, size: number): boolean {
   return size <= MAX_MANIFEST_SIZE && (name === 'index.json' || name === 'manifest.json' || name === 'oci-layout' || name === 'repositories' || name.endsWith('.json'));
 }
 
-async function loadFromStream(raw: Readable, where: string, dst: Store, opts: LoadOptions): Promise<ArchiveImage[]> {
+/** Pushes whose bytes are all read but which may still be syncing to disk, at most. */
+const MAX_SETTLING = 1;
+
+async function loadFromStream(raw: Readable, where: string, dst: Recording, opts: LoadOptions): Promise<ArchiveImage[]> {
   const signal = opts.signal;
   const emit = opts.onEvent ?? (() => undefined);
-  const tar = await maybeGunzip(raw);
+  const tar = await maybeGunzip(raw, where);
   const blobs = new Map<string, { digest: string; size: number; compression: Compression }>();
   const small = new Map<string, Buffer>();
   const spooled = new Map<string, Spooled>();
+  const pending: Array<Promise<void>> = [];
   try {
     for await (const entry of tarEntries(tar, where)) {
       signal?.throwIfAborted();
@@ -162,39 +182,39 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
       if (digest) {
         if (blobs.has(entry.name)) throw new SealimgError('ARCHIVE_INVALID', `${where}: entry "${entry.name}" appears twice`);
         const desc = { mediaType: 'application/octet-stream', digest, size: entry.size };
-        const head = sniffer();
         if (await dst.exists(desc, signal)) {
           emit({ type: 'skip', desc });
-          for await (const c of entry.body) head.see(c);
         } else {
           emit({ type: 'start', desc });
-          const body = Readable.from(
-            (async function* () {
-              for await (const c of entry.body) {
-                head.see(c);
-                yield c;
-              }
-            })(),
+          const body = Readable.from(entry.body);
+          // 'close' comes once the body is read to its end (or given up on).
+          const read = new Promise<void>((resolve) => body.once('close', resolve));
+          const name = entry.name;
+          const pushed = dst.push(desc, body, signal).then(
+            () => emit({ type: 'done', desc }),
+            (e: unknown) => {
+              if (e instanceof SealimgError && (e.code === 'DIGEST_MISMATCH' || e.code === 'SIZE_MISMATCH')) throw new SealimgError(e.code, `${where}: entry "${name}": ${e.message}`, { hint: e.hint, cause: e });
+              throw e;
+            },
           );
-          try {
-            await dst.push(desc, body, signal);
-          } catch (e) {
-            if (e instanceof SealimgError && e.code !== 'ABORTED') throw new SealimgError(e.code, `${where}: entry "${entry.name}": ${e.message}`, { hint: e.hint, cause: e });
-            throw e;
-          }
-          emit({ type: 'done', desc });
+          // Once a blob's bytes are read, its fsync and rename finish while the next one streams in.
+          pending.push(pushed);
+          pushed.catch(() => undefined);
+          await Promise.race([read, pushed]);
+          while (pending.length > MAX_SETTLING) await pending.shift();
         }
-        blobs.set(entry.name, { digest, size: entry.size, compression: head.compression() });
+        blobs.set(entry.name, { digest, size: entry.size, compression: sniffCompression(entry.magic) });
       } else if (isMetadata(entry.name, entry.size)) {
         if (small.has(entry.name)) throw new SealimgError('ARCHIVE_INVALID', `${where}: entry "${entry.name}" appears twice`);
         const chunks: Buffer[] = [];
         for await (const c of entry.body) chunks.push(Buffer.from(c));
         small.set(entry.name, Buffer.concat(chunks));
       } else if (/(^|\/)(layer\.tar|[a-f0-9]{64}(\.tar)?)$/.test(entry.name)) {
-        spooled.set(entry.name, await spool(entry.body, entry.size, opts.spoolDir, signal));
+        spooled.set(entry.name, { ...(await spool(entry.body, entry.size, opts.spoolDir, signal)), compression: sniffCompression(entry.magic) });
       }
       // Anything else (docker's per-layer VERSION and json files) is not needed.
     }
+    for (const p of pending.splice(0)) await p;
     const access: ArchiveAccess = {
       where,
       has: (name) => blobs.has(name) || small.has(name) || spooled.has(name),
@@ -224,7 +244,9 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
       const desc = { mediaType: OCI_MANIFEST, digest, size: bytes.length };
       if (!(await dst.exists(desc, signal))) await dst.push(desc, Readable.from([bytes]), signal);
     }
-    for (const image of catalog.images) await checkComplete(dst, image, where, signal);
+    const reached = new Set<string>();
+    for (const image of catalog.images) await checkComplete(dst, image, where, reached, signal);
+    await dst.dropUnreached(reached);
     return catalog.images;
   } finally {
     for (const s of spooled.values()) await rm(s.path, { force: true });
@@ -232,7 +254,7 @@ async function loadFromStream(raw: Readable, where: string, dst: Store, opts: Lo
 }
 
 /** Decompresses when the stream starts with the gzip magic; otherwise passes it through untouched. */
-async function maybeGunzip(raw: Readable): Promise<AsyncIterable<Buffer>> {
+async function maybeGunzip(raw: Readable, where: string): Promise<AsyncIterable<Buffer>> {
   const it = raw[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let first = await it.next();
   // Make sure two bytes are seen before deciding.
@@ -254,32 +276,20 @@ async function maybeGunzip(raw: Readable): Promise<AsyncIterable<Buffer>> {
   const gunzip = createGunzip({ chunkSize: 1 << 18 });
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   pipeline(Readable.from(rest), gunzip, out).catch((e) => {
-    out.destroy(new SealimgError('ARCHIVE_INVALID', `the gzip stream is damaged or cut short (${(e as Error).message})`));
+    out.destroy(new SealimgError('ARCHIVE_INVALID', `${where}: the gzip stream is damaged or cut short (${(e as Error).message})`, { hint: 'nothing was loaded' }));
   });
   return out;
 }
 
-function sniffer(): { see(c: Buffer): void; compression(): Compression } {
-  let head = Buffer.alloc(0);
-  return {
-    see(c) {
-      if (head.length < 4) head = Buffer.concat([head, c.subarray(0, 4 - head.length)]);
-    },
-    compression: () => sniffCompression(head),
-  };
-}
-
-async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, signal?: AbortSignal): Promise<Spooled> {
+async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, signal?: AbortSignal): Promise<Omit<Spooled, 'compression'>> {
   await mkdir(dir, { recursive: true });
   const path = join(dir, `load-${process.pid}-${randomBytes(6).toString('hex')}`);
   const hash = createHash('sha256');
-  const head = sniffer();
   await pipeline(
     Readable.from(
       (async function* () {
         for await (const c of body) {
           hash.update(c);
-          head.see(c);
           yield c;
         }
       })(),
@@ -287,13 +297,12 @@ async function spool(body: AsyncIterable<Buffer>, size: number, dir: string, sig
     createWriteStream(path, { flags: 'wx' }),
     { signal },
   );
-  return { path, digest: `sha256:${hash.digest('hex')}`, size, compression: head.compression() };
+  return { path, digest: `sha256:${hash.digest('hex')}`, size };
 }
 
 /** Fails unless every blob and manifest below `image` is now in `dst`, naming what is missing. */
-async function checkComplete(dst: Store, image: ArchiveImage, where: string, signal?: AbortSignal): Promise<void> {
+async function checkComplete(dst: Store, image: ArchiveImage, where: string, seen: Set<string>, signal?: AbortSignal): Promise<void> {
   const name = image.names[0] ?? image.rawNames[0] ?? image.descriptor.digest;
-  const seen = new Set<string>();
   const walk = async (d: Descriptor, field: string): Promise<void> => {
     if (seen.has(d.digest)) return;
     seen.add(d.digest);

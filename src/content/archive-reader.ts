@@ -148,13 +148,9 @@ export class ArchiveReader implements ReadOnlyStore, Closer {
     if (bytes) return { bytes };
     const other = this.catalog.paths.get(desc.digest);
     if (other) return { entry: this.entries.get(other.name) };
-    try {
-      const m = /^(sha256|sha512):(.*)$/.exec(desc.digest);
-      const entry = m ? this.entries.get(`blobs/${m[1]}/${m[2]}`) : undefined;
-      return entry ? { entry } : undefined;
-    } catch {
-      return undefined;
-    }
+    const m = /^(sha256|sha512):(.*)$/.exec(desc.digest);
+    const entry = m ? this.entries.get(`blobs/${m[1]}/${m[2]}`) : undefined;
+    return entry ? { entry } : undefined;
   }
 
   async resolve(ref: string): Promise<Descriptor> {
@@ -234,6 +230,14 @@ class ByteReader {
     return out;
   }
 
+  /** Up to `n` next bytes, without consuming them (fewer at the end of input). */
+  async peek(n: number): Promise<Buffer> {
+    while (this.head.length < n && (await this.more())) {
+      // reading on
+    }
+    return Buffer.from(this.head.subarray(0, n));
+  }
+
   /** Bytes of the current entry's body not yet read. */
   private bodyLeft = 0;
 
@@ -270,6 +274,8 @@ class ByteReader {
 }
 
 export interface StreamEntry extends Entry {
+  /** The first bytes of the body (up to 4), to tell compression without reading it. */
+  magic: Buffer;
   /** The entry's bytes; read it fully, or leave it and the parser skips it. */
   body: AsyncGenerator<Buffer>;
 }
@@ -303,9 +309,10 @@ export async function* tarEntries(source: AsyncIterable<Buffer>, where: string):
       continue;
     }
     const e = state.entry(h);
+    const magic = await r.peek(Math.min(4, e.size));
     const body = r.body(e.size, `entry "${e.name}"`);
     count++;
-    yield { ...e, body };
+    yield { ...e, magic, body };
     // Whatever the caller did not read is skipped here, with the padding.
     await r.drain(pad, e.size, `entry "${e.name}"`);
   }

@@ -59,7 +59,11 @@ class FileSink implements Sink {
 
   static async create(final: string): Promise<FileSink> {
     const tmp = tempName(dirname(final), basename(final));
-    return new FileSink(await open(tmp, 'wx', 0o644), tmp, final);
+    try {
+      return new FileSink(await open(tmp, 'wx', 0o644), tmp, final);
+    } catch (e) {
+      throw cannotWrite(final, e);
+    }
   }
 
   async write(buf: Buffer): Promise<void> {
@@ -123,6 +127,10 @@ class StreamSink implements Sink {
   }
 }
 
+function cannotWrite(path: string, e: unknown): SealimgError {
+  return new SealimgError('IO', `${path}: cannot write the archive (${(e as Error).message})`, { hint: 'check that the directory exists and is writable', cause: e });
+}
+
 /** Opens the sink for a path (`-` is stdout) or a given stream. */
 async function openSink(target: string | Writable, compress: boolean): Promise<Sink> {
   if (typeof target === 'string' && target !== '-' && !compress) return FileSink.create(target);
@@ -130,7 +138,9 @@ async function openSink(target: string | Writable, compress: boolean): Promise<S
   const gzip = compress ? createGzip({ level: zc.Z_BEST_SPEED, chunkSize: 1 << 18 }) : undefined;
   if (typeof target === 'string' && target !== '-') {
     const tmp = tempName(dirname(target), basename(target));
-    const file = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
+    // Opened here, not lazily by the stream, so a bad path fails before anything is read.
+    const fd = await open(tmp, 'wx', 0o644).catch((e: unknown) => Promise.reject(cannotWrite(target, e)));
+    const file = createWriteStream(tmp, { fd, highWaterMark: 1 << 20 });
     const piped = pipeline(gzip!, file);
     piped.catch(() => undefined);
     return new StreamSink(

@@ -11,7 +11,7 @@ import { SealimgError, isSealimgError } from '../errors.js';
 import { isIndex, isManifest } from '../oci/mediatypes.js';
 import type { Descriptor, ImageIndex, Platform } from '../oci/types.js';
 import { childrenOf, parseManifest } from '../oci/validate.js';
-import { canDelete, canMount, fetchAll, type ReadOnlyStore, type Store } from './store.js';
+import { canDelete, canFetchFrom, canMount, canResumeIngest, fetchAll, type ReadOnlyStore, type Store } from './store.js';
 
 /** Times one blob is started over after a network failure nothing could resume. */
 const BLOB_RESTARTS = 3;
@@ -154,11 +154,16 @@ export async function copyGraph(src: ReadOnlyStore, dst: Store, root: Descriptor
       }
       emit({ type: 'start', desc });
       const transfer = async () => {
-        let body = await on('source', 'fetch', desc.digest, () => src.fetch(desc, signal));
-        if (opts.onEvent) body = counted(body, desc.digest, (bytes) => emit({ type: 'progress', desc, bytes }));
+        // What an interrupted earlier run left at the destination is kept; only the rest is asked for.
+        const offset = canResumeIngest(dst) && canFetchFrom(src) ? await on('destination', 'check', desc.digest, () => dst.ingestOffset(desc, signal)) : 0;
+        const rest = offset > 0 && canFetchFrom(src) ? await on('source', 'fetch', desc.digest, () => src.fetchFrom(desc, offset, signal)) : undefined;
+        let body = rest ?? (await on('source', 'fetch', desc.digest, () => src.fetch(desc, signal)));
+        const base = rest ? offset : 0;
+        if (opts.onEvent) body = counted(body, desc.digest, (bytes) => emit({ type: 'progress', desc, bytes: base + bytes }));
         await on('destination', 'push', desc.digest, async () => {
           try {
-            await dst.push(desc, body, signal);
+            if (rest && canResumeIngest(dst)) await dst.pushFrom(desc, offset, body, signal);
+            else await dst.push(desc, body, signal);
           } catch (e) {
             // A verification failure surfaces through the pipeline but is the source's fault.
             if (isSealimgError(e, 'DIGEST_MISMATCH') || isSealimgError(e, 'SIZE_MISMATCH')) throw new CopyError('source', 'fetch', desc.digest, e);
@@ -205,6 +210,10 @@ function counted(body: Readable, digest: string, report: (bytes: number) => void
     },
   });
   body.on('error', (e) => counter.destroy(e));
+  // The consumer learns of an error through its pipeline, which sees a stream that
+  // already failed; without a listener, a source that fails before the consumer
+  // attaches (a short blob with a wrong digest) would crash the process instead.
+  counter.on('error', () => undefined);
   body.pipe(counter);
   return isVerified(body, digest) ? markVerified(counter, digest) : counter;
 }

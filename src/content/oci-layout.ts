@@ -13,15 +13,15 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { SealimgError, errnoCode } from '../errors.js';
+import { SealimgError, errnoCode, isSealimgError } from '../errors.js';
 import { VerifyStream, isDigest, isVerified, markVerified, parseDigest } from '../oci/digest.js';
 import { isManifest } from '../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, childrenOf, parseManifest, validateDescriptor } from '../oci/validate.js';
 import { fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
-import type { Closer, Deleter, FileIngester, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
+import type { Closer, Deleter, FileIngester, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
 
 const LAYOUT_FILE = 'oci-layout';
 const LAYOUT_VERSION = '1.0.0';
@@ -33,7 +33,7 @@ export interface GcResult {
   bytes: number;
 }
 
-export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Closer, FileIngester {
+export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Closer, ResumableIngest, FileIngester {
   private lease?: Promise<string>;
 
   private constructor(readonly root: string) {}
@@ -195,9 +195,6 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const file = fh.createReadStream({ highWaterMark: 1 << 20 });
     file.on('error', (e) => verify.destroy(e));
     verify.on('close', () => file.destroy());
-    // A small blob is read and checked before the consumer attaches; its error
-    // must wait on the stream (pipeline reports it) instead of crashing the process.
-    verify.on('error', () => undefined);
     return markVerified(file.pipe(verify), desc.digest);
   }
 
@@ -215,15 +212,65 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
   }
 
   async push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
+    await this.ingestBlob(expected, body, 0, signal);
+  }
+
+  async pushFrom(expected: Descriptor, offset: number, rest: Readable, signal?: AbortSignal): Promise<void> {
+    await this.ingestBlob(expected, rest, offset, signal);
+  }
+
+  /** Where a download of `digest` is written until it is whole: kept if it breaks, for the next run. */
+  private partialPath(digest: string): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return join(this.root, INGEST, `${algorithm}-${hex}.partial`);
+  }
+
+  async abandonIngest(desc: Descriptor): Promise<void> {
+    const partial = this.partialPath(desc.digest);
+    const holder = Number.parseInt(await readFile(`${partial}.lock`, 'utf8').catch(() => ''), 10);
+    if (!processAlive(holder)) await rm(partial, { force: true });
+  }
+
+  async ingestOffset(desc: Descriptor): Promise<number> {
+    const partial = this.partialPath(desc.digest);
+    const holder = Number.parseInt(await readFile(`${partial}.lock`, 'utf8').catch(() => ''), 10);
+    if (processAlive(holder)) return 0; // another process is writing it right now
+    const size = await stat(partial).then((s) => s.size, () => 0);
+    return size > 0 && size < desc.size ? size : 0;
+  }
+
+  /**
+   * Writes a blob: to its partial file when this process can own it (so an
+   * interrupted download can resume), else to a private temp file; verifies,
+   * fsyncs and renames it into place. With `offset`, the partial file's first
+   * `offset` bytes are hashed first and `body` is the rest.
+   */
+  private async ingestBlob(expected: Descriptor, body: Readable, offset: number, signal?: AbortSignal): Promise<void> {
     await this.takeLease();
     const final = this.blobPath(expected.digest);
     const ingest = join(this.root, INGEST);
     await mkdir(ingest, { recursive: true });
-    const tmp = join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    const out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
+    const partial = this.partialPath(expected.digest);
+    const owned = await takeFileLock(`${partial}.lock`);
+    const tmp = owned ? partial : join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    let out: ReturnType<typeof createWriteStream> | undefined;
     try {
-      const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
-      await pipeline([body, ...stages, out], { signal });
+      if (offset > 0) {
+        const have = await stat(tmp).then((s) => s.size, () => -1);
+        if (!owned || have !== offset) {
+          body.destroy();
+          if (owned) await rm(tmp, { force: true });
+          throw new SealimgError('NETWORK', `${partial}: the partial download changed (${have} bytes, expected ${offset}); it starts over`);
+        }
+        // The whole blob is verified: the bytes on disk, then the rest as it arrives; only the rest is written.
+        out = createWriteStream(tmp, { flags: 'a', highWaterMark: 1 << 20 });
+        const prefix = createReadStream(tmp, { start: 0, end: offset - 1, highWaterMark: 1 << 20 });
+        await pipeline([joined(prefix, body), new VerifyStream(expected), skipFirst(offset), out], { signal });
+      } else {
+        out = createWriteStream(tmp, { flags: owned ? 'w' : 'wx', highWaterMark: 1 << 20 });
+        const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
+        await pipeline([body, ...stages, out], { signal });
+      }
       const fh = await open(tmp, 'r');
       try {
         await fh.sync();
@@ -235,10 +282,15 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       await rename(tmp, final);
       await fsyncDir(dir);
     } catch (e) {
-      // A failed pipeline may still be opening the file: wait, or the file appears after the rm.
-      if (!out.closed) await new Promise<void>((r) => out.once('close', () => r()));
-      await rm(tmp, { force: true });
+      // A stream destroyed before its file opened still creates the file: wait for it to close.
+      if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
+      // Keep a partial download the network or the user interrupted; drop one that was wrong or
+      // that a failure elsewhere in the copy cut short.
+      const interrupted = isSealimgError(e, 'NETWORK') || (signal?.aborted === true && isSealimgError(signal.reason, 'ABORTED'));
+      if (!(owned && interrupted)) await rm(tmp, { force: true });
       throw e;
+    } finally {
+      if (owned) await unlink(`${partial}.lock`).catch(() => undefined);
     }
   }
 
@@ -376,6 +428,47 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       if (path) await unlink(path).catch(() => undefined);
     }
   }
+}
+
+/** Takes a lock file without waiting: false when a live process holds it; a dead holder's lock is taken over. */
+async function takeFileLock(path: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      return true;
+    } catch (e) {
+      if (errnoCode(e) !== 'EEXIST') throw e;
+    }
+    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+    if (processAlive(holder)) return false;
+    const stale = `${path}.stale.${process.pid}`;
+    await rename(path, stale).then(() => unlink(stale), () => undefined);
+  }
+  return false;
+}
+
+/** `first` then `second`, as one stream. */
+function joined(first: Readable, second: Readable): Readable {
+  return Readable.from((async function* () {
+    yield* first;
+    yield* second;
+  })());
+}
+
+/** Drops the first `n` bytes that pass. */
+function skipFirst(n: number): Transform {
+  let left = n;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (left >= chunk.length) {
+        left -= chunk.length;
+        return done();
+      }
+      const out = left > 0 ? chunk.subarray(left) : chunk;
+      left = 0;
+      done(null, out);
+    },
+  });
 }
 
 function stripRefName(d: Descriptor): Descriptor {

@@ -6,6 +6,7 @@
  * SealimgError naming the host.
  */
 import { readFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { findCredentials } from '../auth/authfile.js';
@@ -32,6 +33,8 @@ export interface RegistryOptions {
   env?: NodeJS.ProcessEnv;
   /** Credentials to use instead of the saved ones (login checks these before saving them). */
   credentials?: Credentials;
+  /** Where chunked uploads save their progress so a killed push resumes (in the local store). */
+  stateDir?: string;
   /** Tuning for tests: backoff steps in ms. */
   retryBaseMs?: number;
 }
@@ -92,7 +95,7 @@ export class RegistryClient {
     }
     const connect: Record<string, unknown> = { rejectUnauthorized: opts.tlsVerify !== false };
     // undici replaces the system CAs when `ca` is set; keep them, as skopeo does with --cert-dir.
-    if (ca) connect.ca = [...(await import('node:tls')).rootCertificates, ca];
+    if (ca) connect.ca = [...rootCertificates, ca];
     const agent = new Agent({ connect, keepAliveTimeout: 10_000 });
     return new RegistryClient(host, opts, agent);
   }

@@ -46,7 +46,8 @@ export async function responseError(res: Response, what: string, fallback404: Er
     else if (status === 401) code = 'AUTH_FAILED';
     else if (status === 403) code = 'DENIED';
   }
-  const detail = message ?? (text.trim().slice(0, 200) || `HTTP ${status}`);
+  const plain: Record<number, string> = { 401: 'not authorized', 403: 'access denied', 404: 'not found' };
+  const detail = message ?? (text.trim().slice(0, 200) || plain[status] || 'failed');
   let hint: string | undefined;
   if (code === 'AUTH_FAILED') hint = "run 'sealimg login HOST' with an account that may access it";
   else if (code === 'DENIED') hint = 'the account has no permission for this repository';

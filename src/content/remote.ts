@@ -9,14 +9,15 @@
 import { Readable } from 'node:stream';
 import { SealimgError, isSealimgError } from '../errors.js';
 import { VerifyStream, digestOf, isDigest, isVerified, markVerified } from '../oci/digest.js';
-import { MANIFEST_TYPES, isManifest } from '../oci/mediatypes.js';
+import { MANIFEST_TYPES, OCI_INDEX, isManifest } from '../oci/mediatypes.js';
 import { parseReference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, parseManifest } from '../oci/validate.js';
 import { RegistryClient, header, readText, type RegistryOptions, type Response } from './registry-client.js';
 import { responseError } from './registry-errors.js';
 import { backoff, isRetryableError, sleep } from './retry.js';
-import type { Closer, Mounter, ReadOnlyStore, Store } from './store.js';
+import type { Closer, Mounter, RangeFetcher, ReadOnlyStore, Store } from './store.js';
+import type { ReferrersLister, SubjectAware } from './referrers.js';
 import { DEFAULT_CHUNK_SIZE, uploadBlob } from './upload.js';
 
 const ACCEPT = MANIFEST_TYPES.join(', ');
@@ -25,8 +26,10 @@ const MANIFEST_CACHE = 64;
 
 export type Access = 'pull' | 'push';
 
-export class RemoteStore implements Store, Closer, Mounter {
+export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, ReferrersLister, SubjectAware {
   private readonly manifests = new Map<string, Buffer>();
+  /** Manifests the registry answered with OCI-Subject: it lists them as referrers itself. */
+  private readonly subjectIndexed = new Set<string>();
 
   private constructor(
     readonly client: RegistryClient,
@@ -110,6 +113,8 @@ export class RemoteStore implements Store, Closer, Mounter {
     if (first.statusCode !== 200) throw await responseError(first, what, kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
     const body = Readable.from(this.resumingBody(desc, first, what, signal), { objectMode: false });
     body.on('error', (e) => verify.destroy(e));
+    // Errors reach the consumer through its pipeline, even one that fails before it attaches.
+    verify.on('error', () => undefined);
     verify.on('close', () => body.destroy());
     return markVerified(body.pipe(verify), desc.digest);
   }
@@ -118,9 +123,9 @@ export class RemoteStore implements Store, Closer, Mounter {
    * The bytes of a download; when the connection breaks, asks again from the
    * byte reached (Range), so a reset costs a round trip, not the whole blob.
    */
-  private async *resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal, start = 0): AsyncGenerator<Buffer> {
     let res = first;
-    let offset = 0;
+    let offset = start;
     let skip = 0; // bytes to drop when a server ignored our Range and sent from the start
     let resumes = 0;
     try {
@@ -161,6 +166,25 @@ export class RemoteStore implements Store, Closer, Mounter {
     }
   }
 
+  /** The bytes from `offset` on (Range), for a receiver that has the rest and verifies the whole. */
+  async fetchFrom(desc: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable | undefined> {
+    const what = `blob ${this.name}@${desc.digest}`;
+    const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true });
+    if (res.statusCode === 200 || res.statusCode === 416) {
+      await res.body.dump(); // no ranges here (or the blob changed size): the caller fetches it whole
+      return undefined;
+    }
+    if (res.statusCode !== 206) throw await responseError(res, what, isManifest(desc.mediaType) ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
+    const start = Number(/bytes\s+(\d+)-/.exec(header(res, 'content-range') ?? '')?.[1] ?? NaN);
+    if (start !== offset) {
+      await res.body.dump();
+      return undefined;
+    }
+    const body = Readable.from(this.resumingBody(desc, res, what, signal, offset), { objectMode: false });
+    body.on('error', () => undefined); // the consumer's pipeline reports it
+    return body;
+  }
+
   async exists(desc: Descriptor, signal?: AbortSignal): Promise<boolean> {
     const res = await this.client.request({ method: 'HEAD', url: this.path(desc), headers: { accept: ACCEPT }, scopes: this.scopes, signal });
     await res.body.dump();
@@ -173,7 +197,7 @@ export class RemoteStore implements Store, Closer, Mounter {
   async push(expected: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
     if (isManifest(expected.mediaType)) return this.pushManifest(expected, body, expected.digest, signal);
     try {
-      await uploadBlob({ client: this.client, repo: this.repo, scopes: this.scopes, chunkSize: this.client.opts.chunkSize ?? DEFAULT_CHUNK_SIZE }, expected, body, signal);
+      await uploadBlob({ client: this.client, repo: this.repo, scopes: this.scopes, chunkSize: this.client.opts.chunkSize ?? DEFAULT_CHUNK_SIZE, stateDir: this.client.opts.stateDir }, expected, body, signal);
     } catch (e) {
       // The closing request may have landed while its answer was lost.
       if (isSealimgError(e, 'NETWORK') && !signal?.aborted && (await this.exists(expected, signal).catch(() => false))) return;
@@ -204,6 +228,7 @@ export class RemoteStore implements Store, Closer, Mounter {
     });
     if (res.statusCode !== 201) throw await responseError(res, `manifest ${this.name}${isDigest(ref) ? '@' : ':'}${ref}`, 'NAME_UNKNOWN');
     await res.body.dump();
+    if (header(res, 'oci-subject')) this.subjectIndexed.add(desc.digest);
     const got = header(res, 'docker-content-digest');
     if (got && got !== desc.digest) {
       throw new SealimgError('DIGEST_MISMATCH', `manifest ${this.name}:${ref}: the registry stored it as ${got}, expected ${desc.digest}`);
@@ -252,6 +277,23 @@ export class RemoteStore implements Store, Closer, Mounter {
       if (loc) await this.client.request({ method: 'DELETE', url: new URL(loc, this.client.base), scopes: this.scopes, noRetry: true }).then((r) => r.body.dump(), () => undefined);
     }
     return false;
+  }
+
+  indexedSubject(manifestDigest: string): boolean {
+    return this.subjectIndexed.has(manifestDigest);
+  }
+
+  /** The referrers API; undefined when the registry has none (404), so the tag fallback is used. */
+  async referrers(subject: Descriptor, signal?: AbortSignal): Promise<Descriptor[] | undefined> {
+    const res = await this.client.request({ method: 'GET', url: `/v2/${this.repo}/referrers/${subject.digest}`, headers: { accept: OCI_INDEX }, scopes: this.scopes, signal });
+    if (res.statusCode === 404 || res.statusCode === 400 || res.statusCode === 405) {
+      await res.body.dump();
+      return undefined;
+    }
+    if (res.statusCode !== 200) throw await responseError(res, `referrers of ${this.name}@${subject.digest}`);
+    const bytes = Buffer.from(await readText(res, MAX_MANIFEST_SIZE), 'utf8');
+    const parsed = parseManifest(bytes, OCI_INDEX, `referrers of ${this.name}@${subject.digest}`);
+    return 'manifests' in parsed.manifest ? parsed.manifest.manifests : [];
   }
 
   async close(): Promise<void> {

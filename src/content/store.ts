@@ -51,6 +51,32 @@ export interface Mounter {
 }
 
 /**
+ * A destination that keeps what an interrupted download wrote, so the next
+ * copy asks the source only for the rest (a pull killed half-way resumes).
+ */
+export interface ResumableIngest {
+  /** Bytes of `desc` an earlier, interrupted transfer left (0 when none). */
+  ingestOffset(desc: Descriptor, signal?: AbortSignal): Promise<number>;
+  /** Like push, where `rest` holds the bytes from `offset` on; the whole blob is verified. */
+  pushFrom(expected: Descriptor, offset: number, rest: Readable, signal?: AbortSignal): Promise<void>;
+  /** Drops what an interrupted transfer of `desc` left, for a caller whose source cannot resume. */
+  abandonIngest(desc: Descriptor): Promise<void>;
+}
+
+/** A source that can send a blob from an offset (HTTP Range). */
+export interface RangeFetcher {
+  /** The bytes of `desc` from `offset` on, unverified (the receiver checks the whole); undefined when it cannot. */
+  fetchFrom(desc: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable | undefined>;
+}
+
+export function canResumeIngest(s: object): s is ResumableIngest {
+  return typeof (s as Partial<ResumableIngest>).ingestOffset === 'function' && typeof (s as Partial<ResumableIngest>).pushFrom === 'function';
+}
+export function canFetchFrom(s: object): s is RangeFetcher {
+  return typeof (s as Partial<RangeFetcher>).fetchFrom === 'function';
+}
+
+/**
  * A store on a local filesystem that can take a finished file by renaming it
  * into place: a builder that hashed the bytes as it wrote them saves a copy.
  */

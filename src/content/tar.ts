@@ -121,7 +121,8 @@ export function decodeHeader(b: Buffer, where: string): RawHeader {
   }
   if (stored !== unsigned && stored !== signed) throw invalid(where, 'a header with a bad checksum (not a tar archive, or damaged)');
   let name = cstring(b, 0, 100);
-  if (b.toString('ascii', 257, 262) === 'ustar') {
+  // Only POSIX ustar ("ustar\0") has a name prefix; old GNU headers ("ustar  ") keep times there.
+  if (b.toString('ascii', 257, 263) === 'ustar\0') {
     const prefix = cstring(b, 345, 155);
     if (prefix !== '') name = `${prefix}/${name}`;
   }
@@ -165,13 +166,14 @@ export class HeaderState {
 
   /** True for headers whose data describes the next entry; their data must be passed to `meta`. */
   static isMeta(flag: string): boolean {
-    return flag === 'x' || flag === 'g' || flag === 'L';
+    return flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K';
   }
 
   meta(h: RawHeader, data: Buffer, offset: number): void {
     const where = `${this.archive} at byte ${offset}`;
     if (h.flag === 'x') Object.assign(this.pending, parsePax(data, where));
     else if (h.flag === 'L') this.pending.path = cstring(data, 0, data.length);
+    else if (h.flag === 'K') this.pending.linkpath = cstring(data, 0, data.length);
     // 'g' (global pax) carries nothing sealimg uses.
   }
 

@@ -14,6 +14,7 @@ import type { Descriptor } from '../oci/types.js';
 import { header, type RegistryClient } from './registry-client.js';
 import { responseError } from './registry-errors.js';
 import { backoff, sleep } from './retry.js';
+import { UploadStateFile } from './upload-state.js';
 
 /** Default bytes per PATCH; registries that cap chunks (GHCR: 4 MiB) need --chunk-size. */
 export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
@@ -25,6 +26,8 @@ export interface UploadTarget {
   repo: string;
   scopes: string[];
   chunkSize: number;
+  /** Where chunked uploads record their progress, to resume after a restart. */
+  stateDir?: string;
 }
 
 /** Reads a stream in pieces of at most n bytes, without copying. */
@@ -224,10 +227,45 @@ async function sendChunk(t: UploadTarget, expected: Descriptor, location: URL, b
   }
 }
 
+/** Drops `n` bytes of the stream (already sent in an earlier run), a chunk at a time, still hashing them. */
+async function skip(reader: ChunkReader, n: number, piece: number): Promise<void> {
+  for (let left = n; left > 0; ) {
+    const got = total(await reader.read(Math.min(piece, left)));
+    if (got === 0) break;
+    left -= got;
+  }
+}
+
+/** A saved upload the registry still holds, or undefined to start afresh. */
+async function resumable(t: UploadTarget, expected: Descriptor, saved: UploadStateFile | undefined, signal?: AbortSignal): Promise<{ location: URL; offset: number } | undefined> {
+  const s = await saved?.read();
+  if (!s || s.size !== expected.size) return undefined;
+  let location: URL;
+  try {
+    location = new URL(s.location);
+  } catch {
+    return undefined;
+  }
+  if (location.origin !== t.client.base.origin) return undefined;
+  const state = await uploadOffset(t, location, signal).catch(() => undefined);
+  if (!state || state.offset <= 0 || state.offset >= expected.size) return undefined;
+  return state;
+}
+
 async function putChunked(t: UploadTarget, expected: Descriptor, reader: ChunkReader, signal?: AbortSignal): Promise<void> {
-  let { location, minChunk } = await startUpload(t, expected, signal);
-  const size = Math.max(t.chunkSize, minChunk);
+  const saved = t.stateDir ? new UploadStateFile(t.stateDir, t.client.base.origin, t.repo, expected.digest) : undefined;
+  let location: URL;
+  let minChunk = 0;
   let offset = 0;
+  const resumed = await resumable(t, expected, saved, signal);
+  if (resumed) {
+    ({ location, offset } = resumed);
+    await skip(reader, offset, t.chunkSize);
+  } else {
+    await saved?.remove();
+    ({ location, minChunk } = await startUpload(t, expected, signal));
+  }
+  const size = Math.max(t.chunkSize, minChunk);
   try {
     let next = reader.read(size);
     for (;;) {
@@ -239,15 +277,22 @@ async function putChunked(t: UploadTarget, expected: Descriptor, reader: ChunkRe
         const extra = await reader.read(1);
         if (total(extra) > 0) throw new SealimgError('SIZE_MISMATCH', `blob ${expected.digest}: more than the expected ${expected.size} bytes`);
         await sendChunk(t, expected, location, bufs, offset, true, signal);
+        await saved?.remove();
         return;
       }
       next = reader.read(size); // read ahead while this chunk is on the wire
       next.catch(() => undefined);
       location = await sendChunk(t, expected, location, bufs, offset, false, signal);
       offset += len;
+      await saved?.write({ location: location.href, offset, digest: expected.digest, size: expected.size });
     }
   } catch (e) {
-    await cancel(t, location);
+    // A network failure or an interrupt keeps the session for the next run; anything else ends it.
+    const keep = saved !== undefined && (isSealimgError(e, 'NETWORK') || isSealimgError(e, 'ABORTED') || signal?.aborted) && !/was lost/.test((e as Error).message);
+    if (!keep) {
+      await saved?.remove();
+      await cancel(t, location);
+    }
     throw e;
   }
 }

@@ -68,6 +68,10 @@ export class VerifyStream extends Transform {
     super();
     this.expected = expected;
     this.what = what ?? `blob ${expected.digest}`;
+    // A small blob is read and checked before its consumer attaches (stores hand the stream
+    // out, the consumer pipes it later): its error must wait on the stream, where pipeline()
+    // reports it, instead of crashing the process as an unhandled 'error' event.
+    this.on('error', () => undefined);
     this.hash = createHash(parseDigest(expected.digest).algorithm);
   }
 

@@ -162,14 +162,15 @@ export class Applier {
         throw new SealimgError('USAGE', `cluster ${dir.name} already runs on other hosts`, { hint: "use 'sealimg add' or 'sealimg delete' to change hosts, or 'sealimg reset' first" });
       }
       const merged = [...have.image, ...want.image.filter((i) => !have.image.includes(i))];
-      if (current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
-        say(`Cluster ${dir.name} already runs ${have.image.join(', ')}: nothing to do`);
-        return false;
-      }
       // The user's latest word on hosts, credentials and env; the recorded state (conditions) from before.
       this.cf = desired;
       this.cf.adoptStatus(current);
       this.cf.setImages(merged);
+      if (current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
+        await this.save(); // new credentials, say, are kept for the next command
+        say(`Cluster ${dir.name} already runs ${have.image.join(', ')}: nothing to do`);
+        return false;
+      }
     } else this.cf = desired;
     this.cf.setPhase('ClusterInProgress');
     await this.save();

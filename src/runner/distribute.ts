@@ -15,8 +15,11 @@ import type { SshSession } from './ssh.js';
 import { shellQuote } from './ssh.js';
 import { uploadTree } from './upload.js';
 
-/** Bytes per upload batch: the most a killed run sends again. */
-const BATCH_BYTES = 128 * 1024 * 1024;
+/** Bytes per upload batch: the most a killed run sends again ($SEALIMG_DISTRIBUTE_BATCH tunes it). */
+function batchBytes(): number {
+  const n = Number(process.env.SEALIMG_DISTRIBUTE_BATCH);
+  return Number.isSafeInteger(n) && n > 0 ? n : 128 * 1024 * 1024;
+}
 
 export interface TreeFile {
   hash: string;
@@ -99,6 +102,7 @@ export async function distributeTree(
 
   // Batches: a killed run loses at most one; the first batch also makes the directory tree.
   const batches: Array<Array<[string, TreeFile]>> = [[]];
+  const BATCH_BYTES = batchBytes();
   let size = 0;
   for (const entry of todo) {
     if (size > 0 && size + entry[1].size > BATCH_BYTES) {

@@ -57,7 +57,7 @@ export interface ExecOptions {
   stdin?: Readable | string | Buffer;
   /** Run as root through sudo (default: whenever the user is not root). */
   sudo?: boolean;
-  /** Exported for the command (values are quoted; they appear in the log, so no secrets). */
+  /** Exported for the command (quoted). Not written to the log, but visible in the host's process list while it runs. */
   env?: Record<string, string>;
   /** Return a non-zero exit instead of throwing HOST_STEP_FAILED. */
   allowFailure?: boolean;
@@ -86,7 +86,9 @@ export class HostCommandError extends SealimgError {
     readonly result: ExecResult,
     step?: string,
   ) {
-    const out = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-20).join('\n');
+    // The ends of both streams: tools put the reason on either one.
+    const tail = (t: string) => (t.trim() ? t.trim().split('\n').slice(-12).join('\n') : '');
+    const out = [tail(result.stderr), tail(result.stdout)].filter(Boolean).join('\n');
     const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.code}`;
     super('HOST_STEP_FAILED', `${host}: ${step ? `${step}: ` : ''}command ${how}: ${command}${out ? `\n${out}` : ''}`, {
       hint: `the full output is in the host's log`,
@@ -100,6 +102,8 @@ export function shellQuote(s: string): string {
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** The environment variable that marks every process an exec started (see killTagged). */
+const TAG_VAR = 'SEALIMG_EXEC';
 
 function defaultDial(address: string, port: number, timeoutMs: number): Promise<Duplex> {
   return new Promise((resolve, reject) => {
@@ -116,6 +120,25 @@ function defaultDial(address: string, port: number, timeoutMs: number): Promise<
   });
 }
 
+/**
+ * Sends SIGKILL to a command's process group (sshd does killpg for a "signal"
+ * request, RFC 4254 6.9). Without a pty, closing the channel alone would leave
+ * the command running on the host. ssh2's public Channel.signal() only sends
+ * while our side of the channel is writable, i.e. never once stdin got its EOF,
+ * so this goes to the protocol object directly.
+ */
+function killChannel(channel: ClientChannel): void {
+  const ch = channel as unknown as { outgoing?: { id: number; state: string }; _client?: { _protocol?: { signal(id: number, sig: string): void } } };
+  try {
+    if (ch.outgoing && (ch.outgoing.state === 'open' || ch.outgoing.state === 'eof')) ch._client?._protocol?.signal(ch.outgoing.id, 'KILL');
+  } catch {
+    // the connection is gone; nothing runs that we could stop
+  }
+}
+
+/** A pooled connection found dead when a command tried to use it (the command never started). */
+class DeadConnection extends Error {}
+
 /** One live ssh2 connection and how many channels it has open. */
 interface Conn {
   client: Client;
@@ -130,6 +153,8 @@ export class SshPool {
   /** Serialises known_hosts read-check-append, so two connections to one new host trust it once. */
   private knownHostsQueue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private logError?: Error;
+  private commandIds = 0;
 
   constructor(readonly opts: SshOptions) {}
 
@@ -157,14 +182,22 @@ export class SshPool {
   /** @internal The host's log stream, or undefined when logging is off. */
   log(host: string): WriteStream | undefined {
     if (!this.opts.logDir) return undefined;
+    if (this.logError) throw new SealimgError('IO', `cannot write the host log in ${this.opts.logDir}: ${this.logError.message}`, { cause: this.logError });
     let w = this.logs.get(host);
     if (!w) {
       mkdirSync(this.opts.logDir, { recursive: true, mode: 0o700 });
       // Commands' output may hold secrets of the cluster: the log is the user's alone.
       w = createWriteStream(join(this.opts.logDir, `${host.replace(/[^A-Za-z0-9._-]/g, '_')}.log`), { flags: 'a', mode: 0o600 });
+      // A log that cannot be written stops the next command, rather than the process or the record.
+      w.on('error', (e) => (this.logError ??= e));
       this.logs.set(host, w);
     }
     return w;
+  }
+
+  /** @internal Numbers commands per pool, so lines of two users on one host's log stay apart. */
+  nextCommandId(): number {
+    return ++this.commandIds;
   }
 
   /** @internal Host key check for ssh2's hostVerifier; resolves to an error message or undefined. */
@@ -205,7 +238,8 @@ export class SshSession {
   private readonly waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private connecting = 0;
   private sudoMode?: Promise<'root' | 'nopasswd' | 'password'>;
-  private seq = 0;
+  private tags = 0;
+  private readonly tagBase = randomBytes(4).toString('hex');
   private parsedKey?: Buffer | string;
 
   constructor(
@@ -219,27 +253,39 @@ export class SshSession {
 
   /** Runs `command` with the user's shell; throws HostCommandError on a non-zero exit unless allowFailure. */
   async exec(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    let script = command;
-    if (opts.env) {
-      const exports: string[] = [];
-      for (const [k, v] of Object.entries(opts.env)) {
-        if (!ENV_NAME.test(k)) throw new SealimgError('USAGE', `${this.name}: invalid environment variable name ${JSON.stringify(k)}`);
-        exports.push(`export ${k}=${shellQuote(v)}`);
-      }
-      script = `${exports.join('; ')}; ${command}`;
+    return this.execTagged(command, opts, true);
+  }
+
+  private async execTagged(command: string, opts: ExecOptions, killable: boolean): Promise<ExecResult> {
+    // Every process the command starts inherits this variable: how a timed-out command is found and stopped.
+    const tag = `${this.tagBase}.${++this.tags}.`;
+    const exports = [`export ${TAG_VAR}=${tag}`];
+    for (const [k, v] of Object.entries(opts.env ?? {})) {
+      if (!ENV_NAME.test(k)) throw new SealimgError('USAGE', `${this.name}: invalid environment variable name ${JSON.stringify(k)}`);
+      exports.push(`export ${k}=${shellQuote(v)}`);
     }
+    const script = `${exports.join('; ')}; ${command}`;
     let wire = script;
     let stdinPrefix: Buffer | undefined;
-    if (opts.sudo ?? this.user !== 'root') {
+    const sudo = opts.sudo ?? this.user !== 'root';
+    if (sudo) {
       const mode = await this.sudo(opts);
       if (mode === 'nopasswd') wire = `sudo -n -- sh -c ${shellQuote(script)}`;
       if (mode === 'password') {
-        // sudo reads the password from stdin one byte at a time up to the newline, so the rest of stdin stays the command's.
-        wire = `sudo -S -p '' -- sh -c ${shellQuote(script)}`;
+        // sudo reads the password from stdin one byte at a time up to the newline, so the rest of stdin stays the
+        // command's. -k: always ask, even with cached credentials, or the password line would become the command's input.
+        wire = `sudo -k -S -p '' -- sh -c ${shellQuote(script)}`;
         stdinPrefix = Buffer.from(`${this.host.password}\n`);
       }
     }
-    return this.run(wire, opts.label ?? command, opts, stdinPrefix);
+    const onInterrupt = killable ? () => this.killTagged(tag, sudo) : undefined;
+    return this.run(wire, opts.label ?? command, opts, stdinPrefix, onInterrupt);
+  }
+
+  /** Kills every process on the host that carries `tag` (a command that timed out or was aborted). */
+  private async killTagged(tag: string, sudo: boolean): Promise<void> {
+    const killer = `for f in $(grep -l -a -s -F ${TAG_VAR}=${tag} /proc/[0-9]*/environ); do p=\${f#/proc/}; kill -9 "\${p%/environ}" 2>/dev/null; done; true`;
+    await this.execTagged(killer, { sudo, timeoutMs: 3000, allowFailure: true, label: `stop what ${tag} started` }, false);
   }
 
   /** Closes this host's connections. */
@@ -260,7 +306,7 @@ export class SshSession {
       if (this.host.password === undefined) {
         throw new SealimgError('AUTH_FAILED', `${this.name}: user ${this.user} needs a password for sudo, and none is configured: ${probe.stderr.trim()}`);
       }
-      const check = await this.run(`sudo -S -p '' true`, 'sudo -S true', { ...opts, allowFailure: true, stdin: undefined }, Buffer.from(`${this.host.password}\n`));
+      const check = await this.run(`sudo -k -S -p '' true`, 'sudo -k -S true', { ...opts, allowFailure: true, stdin: undefined }, Buffer.from(`${this.host.password}\n`));
       if (check.code !== 0) {
         throw new SealimgError('AUTH_FAILED', `${this.name}: sudo refused user ${this.user}: ${check.stderr.trim() || `exit code ${check.code}`}`, {
           hint: 'the user needs sudo rights for every command (a sudoers entry) and its password must be the SSH password',
@@ -273,29 +319,69 @@ export class SshSession {
   }
 
   /** Opens a channel, runs `wire` (the command as sent), captures and logs its output. */
-  private async run(wire: string, shown: string, opts: ExecOptions, stdinPrefix?: Buffer): Promise<ExecResult> {
-    const conn = await this.acquire();
-    const id = ++this.seq;
+  private async run(wire: string, shown: string, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
+    const id = this.pool.nextCommandId();
     const log = this.pool.log(this.name);
     const started = Date.now();
     log?.write(`--- #${id} ${new Date(started).toISOString()}${opts.step ? ` [${opts.step}]` : ''} ${this.user}: ${shown}\n`);
     try {
-      const channel = await new Promise<ClientChannel>((resolve, reject) =>
-        conn.client.exec(wire, (err, ch) => (err ? reject(this.lost(err)) : resolve(ch))),
-      );
-      const result = await this.collect(channel, id, opts, stdinPrefix);
-      log?.write(`--- #${id} ${result.signal ? `killed by ${result.signal}` : `exit ${result.code}`} after ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
-      if (result.code !== 0 && !opts.allowFailure) throw new HostCommandError(this.name, shown, result, opts.step);
-      return result;
+      const { conn, channel } = await this.openChannel(wire);
+      try {
+        const result = await this.collect(channel, id, opts, stdinPrefix, onInterrupt);
+        log?.write(`--- #${id} ${result.signal ? `killed by ${result.signal}` : `exit ${result.code}`} after ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
+        if (result.code !== 0 && !opts.allowFailure) throw new HostCommandError(this.name, shown, result, opts.step);
+        return result;
+      } finally {
+        this.release(conn);
+      }
     } catch (e) {
       if (!(e instanceof HostCommandError)) log?.write(`--- #${id} failed: ${e instanceof Error ? e.message : String(e)}\n`);
       throw e;
-    } finally {
-      this.release(conn);
     }
   }
 
-  private collect(channel: ClientChannel, id: number, opts: ExecOptions, stdinPrefix?: Buffer): Promise<ExecResult> {
+  /**
+   * A channel running `wire`. A pooled connection that died while idle (the
+   * host rebooted, a keep-alive failed) is only found out here: the command
+   * never started, so it is safe to drop that connection and try a fresh one.
+   */
+  private async openChannel(wire: string): Promise<{ conn: Conn; channel: ClientChannel }> {
+    const timeoutMs = this.pool.opts.connectTimeoutMs ?? 20_000;
+    for (let attempt = 1; ; attempt++) {
+      const conn = await this.acquire();
+      try {
+        const channel = await new Promise<ClientChannel>((resolve, reject) => {
+          // A connection whose peer vanished without a word (link down, power off) never answers: bounded.
+          const timer = setTimeout(() => reject(new DeadConnection(`no answer to opening a channel within ${timeoutMs / 1000} s`)), timeoutMs);
+          try {
+            conn.client.exec(wire, (err, ch) => {
+              clearTimeout(timer);
+              if (!err) return resolve(ch);
+              reject(/not connected|no response/i.test(err.message) ? new DeadConnection(err.message) : err);
+            });
+          } catch (e) {
+            clearTimeout(timer);
+            reject(new DeadConnection(e instanceof Error ? e.message : String(e))); // ssh2 throws "Not connected" synchronously
+          }
+        });
+        return { conn, channel };
+      } catch (e) {
+        this.release(conn);
+        const dead = conn.closed || e instanceof DeadConnection;
+        if (!dead || attempt >= 2) throw this.lost(e);
+        this.drop(conn);
+      }
+    }
+  }
+
+  private drop(conn: Conn): void {
+    conn.closed = true;
+    const i = this.conns.indexOf(conn);
+    if (i >= 0) this.conns.splice(i, 1);
+    conn.client.end();
+  }
+
+  private collect(channel: ClientChannel, id: number, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
     const limit = opts.maxOutputBytes ?? 1 << 20;
     const log = this.pool.log(this.name);
     const capture = (mark: string) => {
@@ -329,15 +415,31 @@ export class SshSession {
       let signal: string | undefined;
       let stdinError: unknown;
       let failure: unknown;
+      let settled = false;
+      const closed = new Promise<void>((r) => channel.once('close', r));
       const fail = (e: unknown) => {
-        failure ??= e;
-        channel.close();
+        if (failure) return;
+        failure = e;
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+        // sshd kills the process group on a signal request, but only for non-root logins (root sessions run
+        // without the privilege-separated child that handles it); the tagged kill covers every case.
+        killChannel(channel);
+        const stopped = onInterrupt ? onInterrupt().catch(() => undefined) : Promise.resolve();
+        // A hung host may never answer: the caller waits a bounded time, not for the host.
+        const bound = new Promise<void>((r) => setTimeout(r, 5000).unref());
+        void Promise.race([Promise.all([stopped, closed]), bound]).then(() => {
+          channel.close();
+          settled = true;
+          reject(failure);
+        });
       };
       const timer = opts.timeoutMs
         ? setTimeout(() => fail(new SealimgError('HOST_STEP_FAILED', `${this.name}: ${opts.step ? `${opts.step}: ` : ''}command timed out after ${opts.timeoutMs! / 1000} s`)), opts.timeoutMs)
         : undefined;
       const onAbort = () => fail(new SealimgError('ABORTED', `${this.name}: aborted`));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
+      if (opts.signal?.aborted) onAbort();
       channel.on('data', (b: Buffer) => out.add(b));
       channel.stderr.on('data', (b: Buffer) => err.add(b));
       channel.on('exit', (c: number | null, sig?: string) => {
@@ -345,11 +447,12 @@ export class SshSession {
         if (sig) signal = sig;
       });
       channel.on('close', () => {
+        if (settled || failure) return;
+        settled = true;
         clearTimeout(timer);
         opts.signal?.removeEventListener('abort', onAbort);
         const result: ExecResult = { code: code ?? -1, stdout: out.text(), stderr: err.text() };
         if (signal) result.signal = signal;
-        if (failure) return reject(failure);
         if (code === undefined && !signal) {
           return reject(new SealimgError('SSH_FAILED', `${this.name}: the connection was lost while a command ran`, { cause: stdinError }));
         }

@@ -14,13 +14,29 @@
  *
  * 10.77.x.x exists only inside these namespaces and none of them has a default
  * route, so no packet can leave the machine, even from a buggy test (the root
- * namespace has no route to the hosts at all).
+ * namespace has no route to the hosts, only an "unreachable" one for 10.77/16).
  *
  * Everything a host writes lands in its overlay's upper dir under
  * /var/tmp/sealimg-testhosts/run-<n>/, which a host cannot see (masked by an
  * empty tmpfs). Killing the `unshare` process kills the host's PID namespace,
  * which drops its private mounts; teardown then deletes the namespaces and the
  * run dir. `cleanupStaleHosts()` does the same for runs whose owner is dead.
+ *
+ * What a test should know:
+ * - A host starts as a copy of this machine's / (every installed tool is there:
+ *   skopeo, docker-registry, sudo...), with an empty /tmp and /run of its own.
+ *   Other paths (/root, /work, /var/tmp) show the real files, copy-on-write.
+ * - Non-namespaced sysctls and /sys are read-only in a host; /proc/sys/net is its own.
+ * - No systemd in a host: sshd is PID 1. `host.sh()` runs a command inside it
+ *   without SSH, for a test's own checks.
+ * - The operator namespace has its own loopback: a registry that sealimg (run
+ *   via `operatorRun`) must reach is started there (`operatorCommand`), not on
+ *   the root namespace's 127.0.0.1. Benchmarks shape the operator's link with
+ *   tc on eth0 in `operatorNetns`.
+ * - In-process SSH (the runner's SshPool) reaches the hosts with `dial` as its
+ *   dial option. A plain connect from the test process fails at once: the root
+ *   namespace gets an "unreachable 10.77.0.0/16" route, so that no mistake can
+ *   send these addresses to the real network by the default route.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -82,8 +98,14 @@ export interface TestHosts {
   rootPassword: string;
   /** A TCP connection to ip:port made in the operator namespace (for ssh2's `sock`). */
   dial(ip: string, port: number, timeoutMs?: number): Promise<Socket>;
-  /** Runs a command in the operator namespace (network only; files are the real ones). */
+  /**
+   * Runs a command in the operator namespace: its network only (the files are the real ones). It
+   * reaches the hosts and its own loopback, not the root namespace's 127.0.0.1: a registry sealimg
+   * must pull from there is started in this namespace too (see `operatorCommand`).
+   */
   operatorRun(cmd: string, args: string[], opts?: Parameters<typeof run>[2]): Promise<RunResult>;
+  /** The argv that runs cmd+args in the operator namespace, for callers that spawn (servers, benchmarks). */
+  operatorCommand(cmd: string, args: string[]): [string, string[]];
   /** Removes every host, namespace and file of this run; safe to call twice. */
   teardown(): Promise<void>;
 }
@@ -103,6 +125,13 @@ process.on('exit', () => {
   // Last resort for a suite that crashed before its after hook: nothing may outlive the test process.
   for (const r of live) teardownSync(r);
 });
+// A signal (CI's `timeout`, Ctrl-C) ends a process without 'exit' handlers: clean up, then die of the signal as before.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    for (const r of live) teardownSync(r);
+    process.kill(process.pid, sig);
+  });
+}
 
 /** Single-quotes a string for sh. */
 function q(s: string): string {
@@ -301,6 +330,10 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
   if (!(count >= 1 && count <= 200)) throw new Error(`test hosts: count ${count} out of range`);
   const port = opts.sshPort ?? 22;
   const rootPassword = opts.rootPassword ?? randomBytes(9).toString('base64url');
+  // A safety net in the root namespace: a test that connects to a host without `dial` gets "unreachable" at
+  // once, instead of its packets following the default route out of the machine. Left in place (harmless).
+  const guard = await run('ip', ['route', 'add', 'unreachable', '10.77.0.0/16']);
+  if (guard.code !== 0 && !/File exists/.test(guard.stderr)) throw new Error(`test hosts: cannot add the 10.77.0.0/16 guard route: ${guard.stderr.trim()}`);
   const { n, dir } = await claimRun();
   const rec: RunRecord = { n, dir, pids: [], done: false };
   live.add(rec);
@@ -392,6 +425,7 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
       rootPassword,
       dial,
       operatorRun: (cmd, args, o) => run('nsenter', [`--net=/run/netns/${opNs}`, '--', cmd, ...args], o),
+      operatorCommand: (cmd, args) => ['nsenter', [`--net=/run/netns/${opNs}`, '--', cmd, ...args]],
       teardown: () => teardown(rec),
     };
     return api;

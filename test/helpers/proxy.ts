@@ -16,7 +16,11 @@ export type Fault =
   /** Forward the response, dropping the connection after `after` body bytes. */
   | { kind: 'cut-response'; after: number }
   /** Forward the response with one body byte changed. */
-  | { kind: 'flip' };
+  | { kind: 'flip' }
+  /** Forward nothing and answer nothing: a stalled connection. */
+  | { kind: 'hold' }
+  /** Forward the response's first `after` body bytes, then nothing more: a download that stalls. */
+  | { kind: 'stall-response'; after: number };
 
 export type Decide = (req: IncomingMessage, index: number) => Fault | undefined;
 
@@ -24,18 +28,25 @@ export interface TestProxy {
   host: string;
   port: number;
   /** Requests seen, faults injected by kind, request body bytes forwarded upstream. */
-  stats: { requests: number; faults: Record<string, number>; bytesUp: number; log: string[] };
+  stats: { requests: number; faults: Record<string, number>; bytesUp: number; blobBytesUp: number; blobBytesDown: number; log: string[] };
   stop(): Promise<void>;
 }
 
-export async function startProxy(targetPort: number, decide: Decide): Promise<TestProxy> {
-  const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, log: [] as string[] };
+/** Changes a response's headers on the way back (e.g. to add OCI-Chunk-Min-Length). */
+export type Rewrite = (req: IncomingMessage, headers: Record<string, string | string[] | undefined>) => void;
+
+export async function startProxy(targetPort: number, decide: Decide, rewrite?: Rewrite): Promise<TestProxy> {
+  const stats = { requests: 0, faults: {} as Record<string, number>, bytesUp: 0, blobBytesUp: 0, blobBytesDown: 0, log: [] as string[] };
   const sockets = new Set<Socket>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const index = stats.requests++;
     const fault = decide(req, index);
     if (fault) stats.faults[fault.kind] = (stats.faults[fault.kind] ?? 0) + 1;
     stats.log.push(`${req.method} ${req.url?.split('?')[0]}${req.headers.range ? ` range=${req.headers.range}` : ''}${fault ? ` <- ${fault.kind}` : ''}`);
+    if (fault?.kind === 'hold') {
+      req.pause();
+      return;
+    }
     if (fault?.kind === 'drop') {
       req.socket.destroy();
       return;
@@ -51,10 +62,22 @@ export async function startProxy(targetPort: number, decide: Decide): Promise<Te
       return;
     }
     const up = httpRequest({ host: '127.0.0.1', port: targetPort, method: req.method, path: req.url, headers: req.headers }, (ures) => {
-      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      const headers = { ...ures.headers };
+      rewrite?.(req, headers);
+      res.writeHead(ures.statusCode ?? 502, headers);
       let seen = 0;
       let flipped = false;
+      const isBlobGet = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
       ures.on('data', (chunk: Buffer) => {
+        if (fault?.kind === 'stall-response' && seen + chunk.length > fault.after) {
+          const part = chunk.subarray(0, Math.max(0, fault.after - seen));
+          if (isBlobGet) stats.blobBytesDown += part.length;
+          seen = fault.after;
+          res.write(part);
+          ures.pause();
+          return;
+        }
+        if (isBlobGet) stats.blobBytesDown += chunk.length;
         if (fault?.kind === 'cut-response' && seen + chunk.length > fault.after) {
           res.write(chunk.subarray(0, Math.max(0, fault.after - seen)));
           ures.destroy();
@@ -74,7 +97,9 @@ export async function startProxy(targetPort: number, decide: Decide): Promise<Te
     });
     up.on('error', () => res.socket?.destroy());
     let sent = 0;
+    const isUpload = (req.url ?? '').includes('/blobs/uploads/');
     req.on('data', (chunk: Buffer) => {
+      if (isUpload) stats.blobBytesUp += fault?.kind === 'cut-request' ? Math.max(0, Math.min(chunk.length, fault.after - sent)) : chunk.length;
       if (fault?.kind === 'cut-request' && sent + chunk.length > fault.after) {
         up.write(chunk.subarray(0, Math.max(0, fault.after - sent)));
         stats.bytesUp += Math.max(0, fault.after - sent);

@@ -16,6 +16,8 @@ export interface RegistryOpts {
   users?: Record<string, string>;
   /** Serve https with a certificate from a fresh test CA. */
   tls?: boolean;
+  /** Serve this storage directory (e.g. one sealimg also serves) instead of a fresh one. */
+  root?: string;
   /** Token auth: the realm URL, the service name and the PEM cert the tokens are signed with. */
   token?: { realm: string; service: string; issuer: string; rootCertFile: string };
 }
@@ -86,8 +88,8 @@ async function waitReady(url: string, child: ChildProcess, log: () => string, ca
 
 export async function startRegistry(opts: RegistryOpts = {}): Promise<TestRegistry> {
   const dir = await tmpDir('sealimg-registry-');
-  const dataDir = join(dir, 'data');
-  await mkdir(dataDir);
+  const dataDir = opts.root ?? join(dir, 'data');
+  await mkdir(dataDir, { recursive: true });
   const port = await freePort();
   const lines = [
     'version: 0.1',

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ok, run, sealimg } from '../helpers/cli.js';
-import { startDistribution } from '../helpers/distribution-server.js';
+import { startRegistry } from '../helpers/registry.js';
 import { makeIndex } from '../helpers/images.js';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -309,7 +309,7 @@ Build('merge: layers stacked and shared with the inputs, labels and env merged (
 
 Build('embedded images: copied into registry/ (distribution layout, host dropped), served by the CNCF registry with their source digests, big blobs as shared layers', async () => {
   const work = await tmpDir();
-  const source = await startDistribution(join(work, 'source-data'), work);
+  const source = await startRegistry({ root: join(work, 'source-data') });
   const running = [source];
   try {
     // Container images made here and pushed with skopeo: nginx carries a 2 MiB blob.
@@ -319,28 +319,28 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
       const ctx = await context({ Sealfile: 'FROM scratch\nCOPY . /app/\n' });
       for (const [f, size] of Object.entries(files)) await writeFile(join(ctx, f), randomBytes(size));
       await buildOk(src, ['-t', `example.com/${name}`, ctx]);
-      await ok('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:example.com/${name}`, `docker://${source.addr}/library/${name}`]);
-      digests[name] = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${source.addr}/library/${name}`])).Digest;
+      await ok('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:example.com/${name}`, `docker://${source.host}/library/${name}`]);
+      digests[name] = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${source.host}/library/${name}`])).Digest;
     }
     // The example, with its images moved to this registry.
     const ctx = join(work, 'app-hello');
     await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
     for (const f of ['images/shim/hello-images', 'manifests/deployment.yaml', 'charts/hello-cache/values.yaml']) {
       const text = await readFile(join(ctx, f), 'utf8');
-      await writeFile(join(ctx, f), text.replaceAll('docker.io/library/', `${source.addr}/library/`).replace('registry: docker.io', `registry: ${source.addr}`));
+      await writeFile(join(ctx, f), text.replaceAll('docker.io/library/', `${source.host}/library/`).replace('registry: docker.io', `registry: ${source.host}`));
     }
     const root = join(work, 'store');
     const d1 = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--plain-http', ctx]);
     assert.is(await buildOk(join(work, 'store2'), ['-t', 'example.com/app-hello:v1', '--plain-http', ctx]), d1, 'embedding is deterministic too');
     const fs = await unpack(root, 'example.com/app-hello:v1');
     assert.equal((await readdir(join(fs, 'registry/docker/registry/v2/repositories/library'))).sort(), ['busybox', 'nginx', 'redis']);
-    const served = await startDistribution(join(fs, 'registry'), work);
+    const served = await startRegistry({ root: join(fs, 'registry') });
     running.push(served);
     for (const [name, digest] of Object.entries(digests)) {
-      const got = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.addr}/library/${name}`]));
+      const got = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.host}/library/${name}`]));
       assert.is(got.Digest, digest, `${name} is served with its source digest`);
     }
-    await ok('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${served.addr}/library/nginx:1.25`, `oci:${join(work, 'check')}:nginx`]);
+    await ok('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${served.host}/library/nginx:1.25`, `oci:${join(work, 'check')}:nginx`]);
 
     // The 2 MiB blob is a layer of its own, uncompressed, holding just that file...
     const m = await manifestOf(root, 'example.com/app-hello:v1');
@@ -354,16 +354,16 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
     }
     assert.is(own.length, 1);
     // ...so another cluster image that embeds nginx has that same layer.
-    const other = await context({ Sealfile: 'FROM scratch\nCOPY images /images/\n', 'images/shim/list': `${source.addr}/library/nginx:1.25\n` });
+    const other = await context({ Sealfile: 'FROM scratch\nCOPY images /images/\n', 'images/shim/list': `${source.host}/library/nginx:1.25\n` });
     await buildOk(root, ['-t', 'example.com/other:1', '--plain-http', other]);
     assert.ok((await manifestOf(root, 'example.com/other:1')).layers.some((l) => l.digest === own[0]), 'the nginx blob layer is shared');
 
     // Two images that collide once the host is dropped, and a registry that is not there: errors, store unchanged.
     const before = await storeState(root);
-    const clash = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${source.addr}/library/nginx:1.25\nlocalhost:${source.addr.split(':')[1]}/library/nginx:1.25\n` });
+    const clash = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${source.host}/library/nginx:1.25\nlocalhost:${source.host.split(':')[1]}/library/nginx:1.25\n` });
     const r1 = await sealimg(root, ['build', '-t', 'example.com/clash:1', '--plain-http', clash]);
     assert.is(r1.code, 1);
-    assert.match(r1.stderr, new RegExp(`${source.addr.replace('.', '\\.')}/library/nginx and localhost:\\d+/library/nginx would both be library/nginx`));
+    assert.match(r1.stderr, new RegExp(`${source.host.replace('.', '\\.')}/library/nginx and localhost:\\d+/library/nginx would both be library/nginx`));
     const down = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': '127.0.0.1:9/library/gone:1\n' });
     const r2 = await sealimg(root, ['build', '-t', 'example.com/down:1', '--plain-http', '--retry-times', '0', down]);
     assert.is(r2.code, 1);
@@ -376,27 +376,27 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
 
 Build('embedding a multi-arch image: --platform keeps its manifest, --all-platforms and a digest-pinned reference keep the index', async () => {
   const work = await tmpDir();
-  const source = await startDistribution(join(work, 'source-data'), work);
+  const source = await startRegistry({ root: join(work, 'source-data') });
   const running = [source];
   try {
     const layout = await OciLayoutStore.open(join(work, 'layout'), { create: true });
     const amd64 = { os: 'linux', architecture: 'amd64' };
     const arm64 = { os: 'linux', architecture: 'arm64' };
     const { index, images } = await makeIndex(layout, [amd64, arm64], 'multi');
-    await ok('skopeo', ['copy', '-q', '--all', '--dest-tls-verify=false', `oci:${join(work, 'layout')}:multi`, `docker://${source.addr}/library/multi:1`]);
+    await ok('skopeo', ['copy', '-q', '--all', '--dest-tls-verify=false', `oci:${join(work, 'layout')}:multi`, `docker://${source.host}/library/multi:1`]);
     const root = join(work, 'store');
     const served = async (ref: string, args: string[], list: string): Promise<string> => {
       const ctx = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${list}\n` });
       await buildOk(root, ['-t', ref, '--plain-http', ...args, ctx]);
-      const r = await startDistribution(join(await unpack(root, ref), 'registry'), work);
+      const r = await startRegistry({ root: join(await unpack(root, ref), 'registry') });
       running.push(r);
-      return r.addr;
+      return r.host;
     };
-    const one = await served('example.com/one:1', ['--platform', 'linux/arm64'], `${source.addr}/library/multi:1`);
+    const one = await served('example.com/one:1', ['--platform', 'linux/arm64'], `${source.host}/library/multi:1`);
     assert.is(JSON.parse(await ok('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${one}/library/multi:1`])).config.digest, images[1]!.config.digest);
-    const all = await served('example.com/all:1', ['--all-platforms'], `${source.addr}/library/multi:1`);
+    const all = await served('example.com/all:1', ['--all-platforms'], `${source.host}/library/multi:1`);
     assert.is(JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${all}/library/multi:1`])).Digest, index.digest);
-    const pinned = await served('example.com/pinned:1', [], `${source.addr}/library/multi@${index.digest}`);
+    const pinned = await served('example.com/pinned:1', [], `${source.host}/library/multi@${index.digest}`);
     const got = JSON.parse(await ok('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${pinned}/library/multi@${index.digest}`]));
     assert.is(got.manifests.length, 2);
   } finally {
@@ -431,11 +431,11 @@ Build('images/skopeo/tar.txt: local docker-archive and oci-archive tarballs are 
   await ok('skopeo', ['copy', '-q', `oci:${src}:example.com/app:1`, `docker-archive:${join(ctx, 'images/skopeo/app-docker.tar')}:example.com/app:1`]);
   const root = join(work, 'store');
   await buildOk(root, ['-t', 'example.com/offline:1', ctx]);
-  const served = await startDistribution(join(await unpack(root, 'example.com/offline:1'), 'registry'), work);
+  const served = await startRegistry({ root: join(await unpack(root, 'example.com/offline:1'), 'registry') });
   try {
-    const oci = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.addr}/library/app:oci`]));
+    const oci = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.host}/library/app:oci`]));
     assert.is(oci.Digest, digest);
-    const docker = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.addr}/library/app:docker`]));
+    const docker = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.host}/library/app:docker`]));
     assert.is(docker.Layers.length, 1);
   } finally {
     await served.stop();

@@ -6,13 +6,14 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isSealimgError } from '../../src/errors.js';
 import { HostCommandError, SshPool, type SshOptions } from '../../src/runner/ssh.js';
-import { uploadTree } from '../../src/runner/upload.js';
+import { uploadFile, uploadTree } from '../../src/runner/upload.js';
 import { ok, run } from '../helpers/cli.js';
 import { HOSTS_BASE, cleanupStaleHosts, createTestHosts, type TestHosts } from '../helpers/hosts.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -174,9 +175,12 @@ test('a failing command is HOST_STEP_FAILED naming host and command, with its ou
 
 test('non-root users run as root through sudo (with and without a password)', async () => {
   const h = ctx.hosts.hosts[0];
+  // Cached sudo credentials shared by every session: sudo would not ask again, and must not get a password line then.
+  await h.sh("printf 'Defaults timestamp_type=global\\n' > /etc/sudoers.d/zz-global && chmod 440 /etc/sudoers.d/zz-global");
   const p = pool();
   const alice = p.host({ address: h.ip, user: 'alice', password: 'alice-pw' });
   assert.is((await alice.exec('id -u')).stdout.trim(), '0');
+  assert.is((await alice.exec('cat', { stdin: 'first\n' })).stdout, 'first\n');
   assert.is((await alice.exec('id -un', { sudo: false })).stdout.trim(), 'alice');
   // stdin still reaches the command after sudo took its password line.
   assert.is((await alice.exec('cat', { stdin: 'after the password\n' })).stdout, 'after the password\n');
@@ -187,6 +191,9 @@ test('non-root users run as root through sudo (with and without a password)', as
   await writeFile(join(src, 'f'), 'by bob\n');
   await uploadTree(bob, src, '/opt/sealimg-sudo');
   assert.is((await h.sh('stat -c %U:%s /opt/sealimg-sudo/f')).stdout.trim(), 'root:7');
+  // The password line sudo reads comes before the (gzipped tar) stream, which arrives whole.
+  await uploadFile(alice, join(src, 'f'), '/opt/sealimg-sudo/by-alice');
+  assert.is((await h.sh('stat -c %U /opt/sealimg-sudo/by-alice && cat /opt/sealimg-sudo/by-alice')).stdout, 'root\nby bob\n');
 });
 
 test('upload: a tree arrives whole, checked by sha256 on the host, with no temp files left', async () => {
@@ -208,7 +215,8 @@ test('upload: a tree arrives whole, checked by sha256 on the host, with no temp 
   await chmod(join(src, 'bin/tool'), 0o755);
   await symlink('../bin/tool', join(src, 'etc/tool-link'));
 
-  const res = await uploadTree(s, src, '/opt/sealimg-up');
+  // gzipped here; the later uploads go plain (the default).
+  const res = await uploadTree(s, src, '/opt/sealimg-up', { compress: true });
   for (const [rel, data] of Object.entries(files)) assert.is(res.files.get(rel), createHash('sha256').update(data).digest('hex'), rel);
   assert.is(res.files.get('etc/tool-link'), 'symlink:../bin/tool');
 
@@ -232,21 +240,111 @@ test('upload: a tree arrives whole, checked by sha256 on the host, with no temp 
   assert.match(e.message, 'upload');
   assert.is((await h.sh("find /opt/sealimg-up -name '.sealimg-*' | wc -l")).stdout.trim(), '0');
   assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 1\n');
+
+  // The host checks what arrived: a tar that corrupts a file on the way in (a fake one, first in PATH on this
+  // host only) makes the checksum fail; the old file stays and the staging dir goes.
+  await h.sh('rmdir /opt/sealimg-up/bin/tool');
+  await h.sh(
+    `printf '%s\\n' '#!/bin/sh' '/usr/bin/tar "$@" || exit' 'for f in .sealimg-*/etc/config.yaml; do printf X | dd of="$f" conv=notrunc 2>/dev/null; done' > /usr/local/bin/tar && chmod 755 /usr/local/bin/tar`,
+  );
+  try {
+    const e2 = await rejects(uploadTree(s, src, '/opt/sealimg-up'));
+    assert.ok(isSealimgError(e2, 'HOST_STEP_FAILED'), String(e2));
+    assert.match(e2.message, 'FAILED');
+    assert.match(e2.message, 'config.yaml');
+  } finally {
+    await h.sh('rm /usr/local/bin/tar');
+  }
+  assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 1\n');
+  assert.is((await h.sh("find /opt/sealimg-up -name '.sealimg-*' | wc -l")).stdout.trim(), '0');
+  // And without the fake tar the same upload completes.
+  await uploadTree(s, src, '/opt/sealimg-up');
+  assert.is((await h.sh('cat /opt/sealimg-up/etc/config.yaml')).stdout, 'a: 2\n');
+  // One file, to a path of its own name.
+  const one = await uploadFile(s, join(src, 'bin/tool'), '/usr/local/sbin/renamed-tool');
+  assert.is(one.files.size, 1);
+  assert.is((await h.sh('stat -c %a /usr/local/sbin/renamed-tool && /usr/local/sbin/renamed-tool')).stdout, '755\ntool\n');
   // Nothing of it on the real machine.
   assert.not.ok(existsSync('/opt/sealimg-up'));
 });
 
+test('another port: known_hosts says [ip]:port, and OpenSSH in the operator namespace accepts what we recorded', async () => {
+  const h = ctx.hosts.hosts[0];
+  // A second sshd on the host, on port 2222 (it stays in the host's PID namespace and dies with it).
+  await h.sh('/usr/sbin/sshd -f /etc/ssh/sealimg-test/sshd_config -p 2222');
+  // sshd forks into the background before it listens: wait (bounded) until it does.
+  for (let i = 0; i < 50 && !(await h.sh('ss -Hltn sport = :2222')).stdout.trim(); i++) await new Promise((r) => setTimeout(r, 50));
+  const file = join(ctx.dir, 'kh-port');
+  const r = await pool({ knownHostsFile: file }).host({ address: h.ip, port: 2222, privateKey: await readFile(ctx.key) }).exec('hostname');
+  assert.is(r.stdout.trim(), h.hostname);
+  assert.match(await readFile(file, 'utf8'), `[${h.ip}]:2222 ssh-ed25519 `);
+  const ssh = await ctx.hosts.operatorRun('ssh', [
+    '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${file}`,
+    '-i', ctx.key, '-p', '2222', `root@${h.ip}`, 'hostname',
+  ], { timeoutMs: 20_000 });
+  assert.is(ssh.code, 0, ssh.stderr);
+  assert.is(ssh.stdout.trim(), h.hostname);
+});
+
+test('the pool: many commands at once share a few connections; a dropped connection is replaced', async () => {
+  const h = ctx.hosts.hosts[1];
+  // bob, as no other test logs in as bob on this host: his sessions on the host are this pool's connections.
+  const s = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
+  const outs = await Promise.all(Array.from({ length: 24 }, (_, i) => s.exec(`sleep 0.1; echo ${i}`, { sudo: false })));
+  assert.equal(outs.map((o) => o.stdout), Array.from({ length: 24 }, (_, i) => `${i}\n`));
+  // At most 2 connections: one session process per connection on the host.
+  const sessions = Number((await h.sh("pgrep -c -f '^sshd: bob@' || true")).stdout.trim());
+  assert.ok(sessions >= 1 && sessions <= 2, `${sessions} sessions`);
+  // The host drops every connection (as a reboot would); the next command just reconnects.
+  await h.sh("pkill -f '^sshd: bob'");
+  await new Promise((r) => setTimeout(r, 200));
+  assert.is((await s.exec('echo again')).stdout, 'again\n');
+  // Even when the pool had not noticed yet.
+  await h.sh("pkill -f '^sshd: bob'");
+  assert.is((await s.exec('echo once more')).stdout, 'once more\n');
+});
+
+test('a command that times out or is aborted is stopped on the host, children included', async () => {
+  const h = ctx.hosts.hosts[2];
+  const root = pool().host({ address: h.ip, password: ctx.hosts.rootPassword });
+  let t0 = Date.now();
+  const e = await rejects(root.exec('sleep 31 & sleep 32; echo never', { timeoutMs: 300, step: 'init hook' }));
+  assert.ok(isSealimgError(e, 'HOST_STEP_FAILED'), String(e));
+  assert.match(e.message, h.ip);
+  assert.match(e.message, 'timed out');
+  assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
+  // Through sudo as well, stopped by an AbortSignal.
+  const bob = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 300);
+  t0 = Date.now();
+  const e2 = await rejects(bob.exec('sleep 33 & sleep 34', { signal: ac.signal }));
+  assert.ok(isSealimgError(e2, 'ABORTED'), String(e2));
+  assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
+  assert.is((await h.sh("pgrep -f '^sleep 3[1-4]' || true")).stdout.trim(), '');
+  // The session still works afterwards.
+  assert.is((await root.exec('echo fine')).stdout, 'fine\n');
+});
+
 test('a host that is down is an SSH_FAILED error naming it; once back up it answers', async () => {
   const h = ctx.hosts.hosts[2];
+  // A pool that was connected before the host went away, and a fresh one.
+  const known = pool({ connectTimeoutMs: 800 }).host({ address: h.ip, password: ctx.hosts.rootPassword });
+  await known.exec('true');
   await h.down();
   try {
-    const e = await rejects(pool({ connectTimeoutMs: 800 }).host({ address: h.ip, password: ctx.hosts.rootPassword }).exec('true'));
-    assert.ok(isSealimgError(e, 'SSH_FAILED'), String(e));
-    assert.match(e.message, h.ip);
+    for (const s of [pool({ connectTimeoutMs: 800 }).host({ address: h.ip, password: ctx.hosts.rootPassword }), known]) {
+      const t0 = Date.now();
+      const e = await rejects(s.exec('true'));
+      assert.ok(isSealimgError(e, 'SSH_FAILED'), String(e));
+      assert.match(e.message, h.ip);
+      // Bounded by the timeouts, not by TCP's own retries (minutes).
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+    }
   } finally {
     await h.up();
   }
-  const r = await pool().host({ address: h.ip, password: ctx.hosts.rootPassword }).exec('hostname');
+  const r = await known.exec('hostname');
   assert.is(r.stdout.trim(), h.hostname);
 });
 
@@ -255,8 +353,16 @@ test('hosts have no way out: no default route, and no route to the real network'
   assert.is((await h.sh('ip route show default')).stdout.trim(), '');
   const r = await h.sh('ip route get 192.0.2.1 2>&1 || true');
   assert.match(r.stdout, 'unreachable');
-  // The root namespace has no route to the hosts at all.
-  assert.not.match(await ok('ip', ['route']), '10.77.');
+  // The root namespace has no route to the hosts, and a mistaken plain connect fails at once, going nowhere.
+  assert.match((await run('ip', ['route', 'get', h.ip])).stderr, 'No route to host');
+  const err = await rejects(
+    new Promise((resolve, reject) => {
+      const sock = connect({ host: h.ip, port: 22 });
+      sock.once('connect', () => resolve(sock.destroy()));
+      sock.once('error', reject);
+    }),
+  );
+  assert.is((err as NodeJS.ErrnoException).code, 'EHOSTUNREACH');
 });
 
 test('cleanupStaleHosts removes the hosts of a run whose process was killed', async () => {
@@ -275,7 +381,8 @@ test('cleanupStaleHosts removes the hosts of a run whose process was killed', as
   assert.match(await ok('ip', ['netns', 'list']), ns);
   const n = Number(/^slh(\d+)-/.exec(ns)![1]);
   const removed = await cleanupStaleHosts();
-  assert.ok(removed.includes(n), `removed ${removed}`);
+  // (Another test run on this machine may have cleaned it up first: what counts is that it is gone.)
+  assert.ok(removed.includes(n) || !existsSync(`${HOSTS_BASE}/run-${n}`), `removed ${removed}`);
   assert.not.match(await ok('ip', ['netns', 'list']), `slh${n}-`);
   assert.not.ok(existsSync(`${HOSTS_BASE}/run-${n}`));
   // Our own live run was left alone.

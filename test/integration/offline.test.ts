@@ -2,6 +2,7 @@
  * save and load, end to end through the CLI, against skopeo as the
  * independent reader and writer of oci-archive and docker-archive tarballs.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
@@ -11,10 +12,10 @@ import { gzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
-import { digestStream } from '../../src/oci/digest.js';
+import { digestOf, digestStream } from '../../src/oci/digest.js';
 import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST } from '../../src/oci/mediatypes.js';
 import { ok, run, sealimg } from '../helpers/cli.js';
-import { makeImage, pushBytes, tarOf } from '../helpers/images.js';
+import { makeImage, makeIndex, pushBytes, tarOf } from '../helpers/images.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('offline: save and load');
@@ -101,6 +102,11 @@ test('load into an empty store gives both images with the same digests: from a f
   assert.equal(await tagsOf(join(dir, 'c')), want);
   // What was loaded is whole: skopeo copies it out of the store.
   await ok('skopeo', ['copy', '-q', `oci:${join(dir, 'c')}:${TWO}`, `oci:${join(dir, 'check')}:x`]);
+  // A blob no image uses is not kept, even by a one-pass load that had to take it in.
+  const orphan = Buffer.from('nobody uses this');
+  const withOrphan = Buffer.concat([tarOf({ [`blobs/sha256/${digestOf(orphan).slice(7)}`]: orphan }).subarray(0, 1024), await readFile(tar)]);
+  assert.is((await sealimg(join(dir, 'd'), ['load', '-q'], { input: withOrphan })).code, 0);
+  assert.equal((await readdir(join(dir, 'd', 'blobs', 'sha256'))).sort(), (await readdir(join(dir, 'a', 'blobs', 'sha256'))).sort());
 });
 
 test('save -o - writes the tar to stdout; --format picks one kind of metadata', async () => {
@@ -122,6 +128,20 @@ test('save -o - writes the tar to stdout; --format picks one kind of metadata', 
   assert.is(b.code, 0, b.stderr);
   assert.equal(await tagsOf(join(dir, 'x')), await tagsOf(join(dir, 'y')));
   assert.ok((await tagsOf(join(dir, 'x')))[ONE]);
+});
+
+test('a multi-arch image keeps its index in the OCI part; docker manifest.json gets the --platform image', async () => {
+  const dir = await tmpDir();
+  const store = await OciLayoutStore.open(join(dir, 'store'), { create: true });
+  const { index } = await makeIndex(store, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }], 'example.com/multi:v1');
+  await store.close();
+  const tar = join(dir, 'm.tar');
+  assert.is((await sealimg(join(dir, 'store'), ['save', '-q', '--platform', 'linux/arm64', '-o', tar, 'example.com/multi:v1'])).code, 0);
+  assert.is(digestOf(await ok('skopeo', ['inspect', '--raw', `oci-archive:${tar}:example.com/multi:v1`])), index.digest);
+  const docker = JSON.parse(await ok('skopeo', ['inspect', `docker-archive:${tar}:example.com/multi:v1`])) as { Architecture: string };
+  assert.is(docker.Architecture, 'arm64');
+  assert.is((await sealimg(join(dir, 'back'), ['load', '-q', '-i', tar])).code, 0);
+  assert.equal(await tagsOf(join(dir, 'back')), { 'example.com/multi:v1': index.digest });
 });
 
 test('skopeo-made oci-archive and docker-archive tarballs load, gzipped or not', async () => {
@@ -146,6 +166,38 @@ test('skopeo-made oci-archive and docker-archive tarballs load, gzipped or not',
   await ok('skopeo', ['copy', '-q', `oci:${join(dir, 'b')}:example.com/from/skopeo:docker`, `oci:${join(dir, 'check')}:x`]);
   // And sealimg reads both kinds as a source too.
   assert.is((await sealimg(join(dir, 'd'), ['pull', '-q', `docker-archive:${docker}:example.com/from/skopeo:docker`])).code, 0);
+});
+
+test('a docker save tarball of the classic layout (<id>/layer.tar, <config>.json) loads the same from a file and a stream', async () => {
+  const dir = await tmpDir();
+  const layerA = tarOf({ 'etc/a': randomBytes(3000) });
+  const layerB = tarOf({ 'etc/b': randomBytes(5000) });
+  const diffIds = [digestOf(layerA), digestOf(layerB)];
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: diffIds } }));
+  const configName = `${digestOf(config).slice(7)}.json`;
+  const ids = ['1'.repeat(64), '2'.repeat(64)];
+  const tar = tarOf({
+    [`${ids[0]}/VERSION`]: '1.0',
+    [`${ids[0]}/json`]: '{}',
+    [`${ids[0]}/layer.tar`]: layerA,
+    [`${ids[1]}/VERSION`]: '1.0',
+    [`${ids[1]}/json`]: '{}',
+    [`${ids[1]}/layer.tar`]: layerB,
+    [configName]: config,
+    'manifest.json': JSON.stringify([{ Config: configName, RepoTags: ['old/app:1.0'], Layers: ids.map((id) => `${id}/layer.tar`) }]),
+    repositories: JSON.stringify({ 'old/app': { '1.0': ids[1] } }),
+  });
+  await writeFile(join(dir, 'docker.tar'), tar);
+  const a = await sealimg(join(dir, 'a'), ['load', '-q', '-i', join(dir, 'docker.tar')]);
+  assert.is(a.code, 0, a.stderr);
+  const b = await sealimg(join(dir, 'b'), ['load', '-q'], { input: gzipSync(tar) });
+  assert.is(b.code, 0, b.stderr);
+  const tags = await tagsOf(join(dir, 'a'));
+  assert.equal(Object.keys(tags), ['docker.io/old/app:1.0']);
+  assert.equal(await tagsOf(join(dir, 'b')), tags);
+  const manifest = JSON.parse(await ok('skopeo', ['inspect', '--raw', `oci:${join(dir, 'a')}:docker.io/old/app:1.0`])) as { layers: Array<{ digest: string }> };
+  assert.equal(manifest.layers.map((l) => l.digest), diffIds, 'uncompressed layers keep their diff IDs as digests');
+  assert.equal(await readdir(join(dir, 'b', '.ingest')).catch(() => []), [], 'no spool file is left');
 });
 
 /** A store with one image in it, to show that a failed load leaves it exactly as it was. */
@@ -210,6 +262,37 @@ test('a truncated tar is refused, from a file and from a stream', async () => {
   assert.is((await sealimg(join(dir, 'store'), ['save', '-q', '-o', tar, ONE, TWO])).code, 0);
   const bytes = await readFile(tar);
   await refused(await tmpDir(), bytes.subarray(0, Math.floor(bytes.length / 2)), /truncated/);
+});
+
+test('an interrupted load (SIGINT mid-stream) adds nothing to the store', async () => {
+  const dir = await tmpDir();
+  const src = join(dir, 'store');
+  const store = await OciLayoutStore.open(src, { create: true });
+  await makeImage(store, { layers: [randomBytes(3_000_000), randomBytes(3_000_000)], tag: ONE });
+  await store.close();
+  const tar = await readFile(await (async () => {
+    const f = join(dir, 'one.tar');
+    assert.is((await sealimg(src, ['save', '-q', '-o', f, ONE])).code, 0);
+    return f;
+  })());
+  const root = join(dir, 'target');
+  await bystander(root);
+  const before = await snapshot(root);
+  const index = await readFile(join(root, 'index.json'));
+  const { SEALIMG } = await import('../helpers/cli.js');
+  const child = spawn(process.execPath, [SEALIMG, '--root', root, 'load', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  // Most of the first layer, then nothing more: the load is inside a blob when it is stopped.
+  child.stdin.write(tar.subarray(0, 4_500_000));
+  await new Promise((r) => setTimeout(r, 700));
+  child.kill('SIGINT');
+  const code = await exited;
+  assert.is.not(code, 0, 'an interrupted load fails');
+  assert.match(stderr, /interrupted|ABORTED/, `exit ${code}: ${stderr}`);
+  assert.ok((await readFile(join(root, 'index.json'))).equals(index));
+  assert.equal(await snapshot(root), before, 'no blob of the interrupted load is left');
 });
 
 /** Turns the first entry of a tar into a symbolic link to `target`. */

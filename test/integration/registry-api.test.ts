@@ -149,6 +149,22 @@ test('a wrong digest is refused with DIGEST_INVALID and nothing is stored', asyn
   assert.is(errorCode(bad), 'DIGEST_INVALID');
 });
 
+test('sha512 digests work for blob uploads and manifests', async () => {
+  const base = await start();
+  const bytes = randomBytes(3000);
+  const d512 = digestOf(bytes, 'sha512');
+  const r = await http(base, 'POST', `/v2/app/blobs/uploads/?digest=${d512}`, { body: bytes });
+  assert.is(r.status, 201, r.body.toString());
+  const back = await http(base, 'GET', `/v2/app/blobs/${d512}`);
+  assert.ok(back.body.equals(bytes));
+  const { bytes: manifest } = await pushImage(base, 'app', 'v1');
+  const m512 = digestOf(manifest, 'sha512');
+  const put = await http(base, 'PUT', `/v2/app/manifests/${m512}`, { body: manifest, headers: { 'Content-Type': OCI_MANIFEST } });
+  assert.is(put.status, 201);
+  assert.is(put.headers['docker-content-digest'], m512);
+  assert.ok((await http(base, 'GET', `/v2/app/manifests/${m512}`)).body.equals(manifest));
+});
+
 test('cancelling an upload forgets it', async () => {
   const base = await start();
   const post = await http(base, 'POST', '/v2/app/blobs/uploads/');

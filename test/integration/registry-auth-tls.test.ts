@@ -100,6 +100,32 @@ test('pull an image skopeo pushed', async () => {
   assert.is((await local.resolve(`${reg.host}/from/skopeo:v2`)).digest, want);
 });
 
+test('pull a Docker schema2 image (skopeo --format v2s2) and one platform out of a multi-arch index', async () => {
+  const src = await tmpDir();
+  const origin = await OciLayoutStore.open(src, { create: true });
+  await makeImage(origin, { layers: [Buffer.alloc(10_000, 5)], tag: 'd' });
+  await ok('skopeo', ['copy', '--format', 'v2s2', '--dest-cert-dir', reg.certDir!, '--authfile', authfile, `oci:${src}:d`, `docker://${reg.host}/from/docker:v1`], { env });
+  const raw = JSON.parse(await ok('skopeo', ['inspect', '--raw', '--cert-dir', reg.certDir!, '--authfile', authfile, `docker://${reg.host}/from/docker:v1`], { env })) as { mediaType: string };
+  assert.is(raw.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+  const want = await skopeoDigest(`${reg.host}/from/docker:v1`);
+  const r = await sealimg(root, ['pull', '--authfile', authfile, ...tlsFlags(), `${reg.host}/from/docker:v1`], { env });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, want);
+
+  const { makeIndex } = await import('../helpers/images.js');
+  const { index, images } = await makeIndex(origin, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }], 'multi');
+  await ok('skopeo', ['copy', '--all', '--dest-cert-dir', reg.certDir!, '--authfile', authfile, `oci:${src}:multi`, `docker://${reg.host}/from/multi:v1`], { env });
+  const one = await sealimg(root, ['pull', '--authfile', authfile, ...tlsFlags(), '--platform', 'linux/arm64', `${reg.host}/from/multi:v1`], { env });
+  assert.is(one.code, 0, one.stderr);
+  assert.match(one.stdout, images[1]!.manifest.digest);
+  const local = await OciLayoutStore.open(root);
+  assert.is(await local.exists(images[0]!.config), false, 'the amd64 image stayed behind');
+  const all = await sealimg(root, ['pull', '--authfile', authfile, ...tlsFlags(), `${reg.host}/from/multi:v1`], { env });
+  assert.is(all.code, 0, all.stderr);
+  assert.match(all.stdout, index.digest);
+  assert.ok(await local.exists(images[0]!.config), 'without --platform the whole index came');
+});
+
 test('a push with a wrong saved password fails with AUTH_FAILED and stores nothing', async () => {
   const bad = join(home, 'bad.json');
   const { writeFile } = await import('node:fs/promises');
@@ -118,6 +144,11 @@ test('a push with a wrong saved password fails with AUTH_FAILED and stores nothi
   } finally {
     await store.close();
   }
+});
+
+test('--tls-verify=false reaches a registry whose CA is not trusted', async () => {
+  const r = await sealimg(root, ['pull', '--authfile', authfile, '--tls-verify=false', `${reg.host}/team/app:v1`], { env });
+  assert.is(r.code, 0, r.stderr);
 });
 
 test('logout removes the entry; a second logout says so', async () => {

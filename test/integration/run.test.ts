@@ -5,8 +5,9 @@
  * and its hooks record themselves. Nothing here is a fake: the hooks are the
  * image's own scripts, run over SSH by sealimg on the hosts.
  */
-import { createHash } from 'node:crypto';
-import { cp, copyFile, lstat, readFile, readdir, readlink } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { cp, copyFile, lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -70,7 +71,14 @@ test.before(async () => {
   // A second application: the same recipe under another name and ENV.
   const b2 = await sealimg(ctx.root, ['build', '-q', '-t', 'example.com/other-app:v1', '--build-arg', 'X=1', join(EXAMPLES, 'cluster-tiny-app')]);
   assert.is(b2.code, 0, b2.stderr);
-  ctx.hosts = await createTestHosts({ count: 3 });
+  // A bulk patch image: enough files for distribution to take several batches.
+  const bulk = join(await tmpDir(), 'bulk');
+  await mkdir(join(bulk, 'data'), { recursive: true });
+  for (let i = 0; i < 12; i++) await writeFile(join(bulk, 'data', `blob${i}`), randomBytes(512 * 1024));
+  await writeFile(join(bulk, 'Sealfile'), 'FROM scratch\nLABEL sealos.io.type=patch\nCOPY data data\n');
+  const b3 = await sealimg(ctx.root, ['build', '-q', '--compression', 'none', '-t', 'example.com/bulk:v1', bulk]);
+  assert.is(b3.code, 0, b3.stderr);
+  ctx.hosts = await createTestHosts({ count: 3, users: [{ name: 'ops', password: 'ops-pw', sudo: 'password' }] });
   ctx.before = new Map();
   for (const h of ctx.hosts.hosts) ctx.before.set(h.index, await upper(h.upperDir));
 });
@@ -170,6 +178,49 @@ test('reset leaves every host as it was and archives the Clusterfile', async () 
   const files = await readdir(join(ctx.home, 'default'));
   assert.ok(files.some((f) => /^Clusterfile\.\d{8}T\d{6}$/.test(f)), files.join(' '));
   assert.not.ok(files.includes('Clusterfile'));
+});
+
+test('a run killed during distribution sends only what was missing when run again', async () => {
+  const images = ['example.com/cluster-tiny:v1', 'example.com/bulk:v1'];
+  const state = join(ctx.home, 'default', 'state', `${ips()[0]}.json`);
+  const sentFiles = async () => {
+    const s = JSON.parse(await readFile(state, 'utf8').catch(() => '{}')) as Record<string, Record<string, string>>;
+    return Object.keys(s['/var/lib/sealimg/data/default/rootfs'] ?? {}).length;
+  };
+  const child = spawn('nsenter', [`--net=/run/netns/${ctx.hosts.operatorNetns}`, '--', process.execPath, SEALIMG, '--root', ctx.root, ...runArgs(...images)], {
+    env: { ...process.env, SEALIMG_HOME: ctx.home, SEALIMG_SSH_PASSWORD: ctx.hosts.rootPassword, SEALIMG_DISTRIBUTE_BATCH: String(1024 * 1024) },
+    stdio: 'ignore',
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  // Kill it once master0 has some of the bulk files but not all (bounded wait).
+  let seen = 0;
+  for (let i = 0; i < 600 && (seen = await sentFiles()) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGKILL');
+  await exited;
+  const before = await sentFiles();
+  const r = await runSealimg(runArgs(...images), { SEALIMG_DISTRIBUTE_BATCH: String(1024 * 1024) });
+  assert.is(r.code, 0, r.stderr);
+  const line = new RegExp(`${ips()[0]!.replace(/\./g, '\\.')}: distributed (\\d+) files`).exec(r.stderr);
+  assert.ok(line, r.stderr);
+  const total = await sentFiles();
+  assert.ok(seen >= 2 && before < total, `killed after ${before} of ${total} files`);
+  assert.is(Number(line![1]), total - before, `sent ${line![1]} files; ${before} of ${total} had arrived before the kill`);
+  for (const h of ctx.hosts.hosts) {
+    const sums = await h.sh('cd /var/lib/sealimg/data/default/rootfs/data && sha256sum blob* | wc -l');
+    assert.is(sums.stdout.trim(), '12', `${h.hostname} has every file`);
+  }
+  assert.is((await runSealimg(['reset'])).code, 0);
+});
+
+test('a user with sudo installs as root', async () => {
+  const r = await runSealimg([...runArgs('example.com/cluster-tiny:v1'), '-u', 'ops'], { SEALIMG_SSH_PASSWORD: 'ops-pw' });
+  assert.is(r.code, 0, r.stderr);
+  const log = await hookLog(1);
+  assert.equal(log.map((l) => l.split(' ')[0]), ['check', 'init-cri', 'init', 'guest'], 'hooks wrote to /var/lib, as root');
+  const cf = await readFile(join(ctx.home, 'default', 'Clusterfile'), 'utf8');
+  assert.match(cf, 'user: ops', cf);
+  const reset = await runSealimg(['reset']);
+  assert.is(reset.code, 0, reset.stderr);
 });
 
 test.run();

@@ -10,19 +10,10 @@ import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { unpackImage } from '../../src/content/unpack.js';
 import { ok } from '../helpers/cli.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+import { tree } from '../helpers/tree.js';
 
 const test = suite('unpack against umoci');
 test.after.each(cleanupTmp);
-
-async function tree(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-    const rel = prefix + e.name;
-    out.push(e.isDirectory() ? `${rel}/` : rel);
-    if (e.isDirectory()) out.push(...(await tree(join(dir, e.name), `${rel}/`)));
-  }
-  return out;
-}
 
 test('deletions and replaced directories come out as umoci sees them', async () => {
   const dir = await tmpDir();

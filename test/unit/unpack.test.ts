@@ -8,19 +8,10 @@ import { unpackLayer } from '../../src/content/unpack.js';
 import { OCI_LAYER } from '../../src/oci/mediatypes.js';
 import { pushBytes, tarOf } from '../helpers/images.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+import { tree } from '../helpers/tree.js';
 
 const test = suite('unpack');
 test.after.each(cleanupTmp);
-
-async function tree(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-    const rel = prefix + e.name;
-    out.push(e.isDirectory() ? `${rel}/` : rel);
-    if (e.isDirectory()) out.push(...(await tree(join(dir, e.name), `${rel}/`)));
-  }
-  return out;
-}
 
 async function setup() {
   const store = await OciLayoutStore.open(await tmpDir(), { create: true });

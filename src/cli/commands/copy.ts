@@ -12,6 +12,8 @@ const command: Command = {
 Locations:
   HOST/REPO:TAG, docker://HOST/REPO:TAG   a registry
   oci:DIR[:TAG]                           an OCI image layout directory
+  oci-archive:FILE[:NAME]                 an OCI layout in a tar (read: any image tarball)
+  docker-archive:FILE[:NAME]              a docker save tarball
   local:NAME                              the local store
 
 Flags:

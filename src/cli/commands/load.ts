@@ -16,7 +16,10 @@ Reads a tarball made by 'sealimg save', 'skopeo copy ... oci-archive:' or
 'docker-archive:', or 'docker save', gzipped or not, from FILE or standard
 input. Every blob is checked against its digest and size while it is read;
 the images are named only once all of them are complete, so a damaged or
-cut-short tarball adds nothing to the store.
+cut-short tarball adds nothing to the store: a load that fails or is
+interrupted deletes the blobs it wrote itself (never one the store already
+had). A load killed outright (SIGKILL, power loss) leaves no names, only
+unnamed blobs, which 'sealimg prune' removes.
 
 Flags:
   -i, --input FILE       the tarball (default standard input)

@@ -73,6 +73,7 @@ Flags:
       await writer.close();
     } catch (e) {
       await writer.abort();
+      if (ctx.signal.aborted && ctx.signal.reason instanceof SealimgError) throw ctx.signal.reason;
       throw e;
     } finally {
       await store.close();
