@@ -312,14 +312,17 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
   const source = await startRegistry({ root: join(work, 'source-data') });
   const running = [source];
   try {
-    // Container images made here and pushed with skopeo: nginx carries a 2 MiB blob.
-    const src = join(work, 'src-store');
+    // Container images made here with umoci and pushed with skopeo: nginx carries a 2 MiB blob.
+    const layout = join(work, 'umoci-layout');
+    await ok('umoci', ['init', '--layout', layout]);
     const digests: Record<string, string> = {};
     for (const [name, files] of [['nginx:1.25', { 'big.bin': 2 << 20 }], ['busybox:1.36', { 'sh.txt': 100 }], ['redis:7.2', { 'redis.conf': 200 }]] as const) {
-      const ctx = await context({ Sealfile: 'FROM scratch\nCOPY . /app/\n' });
-      for (const [f, size] of Object.entries(files)) await writeFile(join(ctx, f), randomBytes(size));
-      await buildOk(src, ['-t', `example.com/${name}`, ctx]);
-      await ok('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:example.com/${name}`, `docker://${source.host}/library/${name}`]);
+      const dir = await tmpDir('sealimg-app-');
+      for (const [f, size] of Object.entries(files)) await writeFile(join(dir, f), randomBytes(size));
+      const tag = name.replace(':', '-');
+      await ok('umoci', ['new', '--image', `${layout}:${tag}`]);
+      await ok('umoci', ['insert', '--image', `${layout}:${tag}`, dir, '/app']);
+      await ok('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${source.host}/library/${name}`]);
       digests[name] = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${source.host}/library/${name}`])).Digest;
     }
     // The example, with its images moved to this registry.
