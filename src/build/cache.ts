@@ -16,7 +16,8 @@ import { errnoCode } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { LayerEntry } from './tar-writer.js';
 
-const FORMAT = 1;
+/** Bumped whenever the same entries would give other layer bytes. */
+const FORMAT = 2;
 
 export interface CachedLayer {
   descriptor: Descriptor;
