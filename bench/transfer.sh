@@ -11,8 +11,10 @@ SIZE_MB=${1:-680}
 SEALIMG="node $PWD/dist/src/cli/main.js"
 WORK=$(mktemp -d /tmp/sealimg-bench-XXXXXX)
 REG_PID=
+OWN_PID=
 cleanup() {
   [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
+  [ -n "$OWN_PID" ] && kill "$OWN_PID" 2>/dev/null && wait "$OWN_PID" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -77,5 +79,25 @@ measure "skopeo copy (pull)" skopeo copy --quiet --src-tls-verify=false "docker:
 measure "sealimg copy (pull)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "127.0.0.1:$PORT/bench/app:sealimg" "oci:$WORK/out2:x"; SEALIMG_PULL=$T
 test "$(sha256sum < "$WORK/out2/blobs/sha256/$D1" | cut -d' ' -f1)" = "$D1" || { echo "pulled layer does not match"; exit 1; }
 
-printf 'ratios (skopeo time / sealimg time, higher is better for sealimg):\n  push %.2fx   pull %.2fx\n' \
+printf 'ratios against docker-registry (skopeo time / sealimg time, higher is better for sealimg):\n  push %.2fx   pull %.2fx\n' \
   "$(echo "$SKOPEO_PUSH / $SEALIMG_PUSH" | bc -l)" "$(echo "$SKOPEO_PULL / $SEALIMG_PULL" | bc -l)"
+
+# --- the same against sealimg's own registry (`sealimg registry serve`), fresh storage for each push
+start_own() {
+  [ -n "$OWN_PID" ] && { kill "$OWN_PID"; wait "$OWN_PID" 2>/dev/null || true; }
+  rm -rf "$WORK/own"; mkdir -p "$WORK/own"
+  OWN_PORT=$(free_port)
+  $SEALIMG --root "$WORK/own" registry serve --addr "127.0.0.1:$OWN_PORT" --log-level error >/dev/null 2>&1 & OWN_PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$OWN_PORT/v2/" >/dev/null && return; sleep 0.05; done
+  echo "sealimg registry did not start" >&2; exit 1
+}
+echo "against sealimg's own registry:"
+start_own
+measure "skopeo copy (push)" skopeo copy --quiet --dest-tls-verify=false "oci:$IMG:img" "docker://127.0.0.1:$OWN_PORT/bench/app:skopeo"; SKOPEO_PUSH2=$T
+start_own
+measure "sealimg copy (push)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "oci:$IMG:img" "127.0.0.1:$OWN_PORT/bench/app:sealimg"; SEALIMG_PUSH2=$T
+rm -rf "$WORK/out1" "$WORK/out2"
+measure "skopeo copy (pull)" skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$OWN_PORT/bench/app:sealimg" "oci:$WORK/out1:x"; SKOPEO_PULL2=$T
+measure "sealimg copy (pull)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "127.0.0.1:$OWN_PORT/bench/app:sealimg" "oci:$WORK/out2:x"; SEALIMG_PULL2=$T
+printf 'ratios against sealimg registry:\n  push %.2fx   pull %.2fx\n' \
+  "$(echo "$SKOPEO_PUSH2 / $SEALIMG_PUSH2" | bc -l)" "$(echo "$SKOPEO_PULL2 / $SEALIMG_PULL2" | bc -l)"

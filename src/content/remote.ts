@@ -15,7 +15,8 @@ import type { Descriptor } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, parseManifest } from '../oci/validate.js';
 import { RegistryClient, header, readText, type RegistryOptions, type Response } from './registry-client.js';
 import { responseError } from './registry-errors.js';
-import { backoff, isRetryableError, sleep } from './retry.js';
+import { ResumingBody } from './resuming-body.js';
+import { backoff, sleep } from './retry.js';
 import type { Closer, Mounter, RangeFetcher, ReadOnlyStore, Store } from './store.js';
 import type { ReferrersLister, SubjectAware } from './referrers.js';
 import { DEFAULT_CHUNK_SIZE, uploadBlob } from './upload.js';
@@ -111,7 +112,7 @@ export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, Referr
     if (cached) return markVerified(Readable.from([cached]).pipe(verify), desc.digest);
     const first = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT }, scopes: this.scopes, signal, follow: true });
     if (first.statusCode !== 200) throw await responseError(first, what, kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
-    const body = Readable.from(this.resumingBody(desc, first, what, signal), { objectMode: false });
+    const body = this.resumingBody(desc, first, what, signal);
     body.on('error', (e) => verify.destroy(e));
     // Errors reach the consumer through its pipeline, even one that fails before it attaches.
     verify.on('error', () => undefined);
@@ -120,50 +121,24 @@ export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, Referr
   }
 
   /**
-   * The bytes of a download; when the connection breaks, asks again from the
-   * byte reached (Range), so a reset costs a round trip, not the whole blob.
+   * The bytes of a download from `start`; when the connection breaks, asks
+   * again from the byte reached (Range), so a reset costs a round trip, not the blob.
    */
-  private async *resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal, start = 0): AsyncGenerator<Buffer> {
-    let res = first;
-    let offset = start;
-    let skip = 0; // bytes to drop when a server ignored our Range and sent from the start
-    let resumes = 0;
-    try {
-      for (;;) {
-        try {
-          for await (const chunk of res.body) {
-            let b = chunk as Buffer;
-            if (skip > 0) {
-              const drop = Math.min(skip, b.length);
-              skip -= drop;
-              b = b.subarray(drop);
-              if (b.length === 0) continue;
-            }
-            offset += b.length;
-            yield b;
-          }
-          return;
-        } catch (e) {
-          if (signal?.aborted || !isRetryableError(e) || resumes >= this.client.retry.times || offset >= desc.size) throw e;
+  private resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal, start = 0): Readable {
+    return new ResumingBody(first.body, start, desc.size, this.client.retry.times, async (offset, attempt) => {
+      await sleep(backoff(this.client.retry, attempt), signal);
+      const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true });
+      if (res.statusCode === 206) {
+        const from = Number(/bytes\s+(\d+)-/.exec(header(res, 'content-range') ?? '')?.[1] ?? NaN);
+        if (from !== offset) {
+          await res.body.dump();
+          throw new SealimgError('REGISTRY_ERROR', `${what}: asked to resume at byte ${offset}, the registry answered from ${from}`);
         }
-        resumes++;
-        await sleep(backoff(this.client.retry, resumes), signal);
-        res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true });
-        if (res.statusCode === 206) {
-          const start = Number(/bytes\s+(\d+)-/.exec(header(res, 'content-range') ?? '')?.[1] ?? NaN);
-          if (start !== offset) {
-            await res.body.dump();
-            throw new SealimgError('REGISTRY_ERROR', `${what}: asked to resume at byte ${offset}, the registry answered from ${start}`);
-          }
-        } else if (res.statusCode === 200) {
-          skip = offset;
-        } else {
-          throw await responseError(res, what, 'BLOB_UNKNOWN');
-        }
+        return { body: res.body, skip: 0 };
       }
-    } finally {
-      res.body.destroy();
-    }
+      if (res.statusCode === 200) return { body: res.body, skip: offset };
+      throw await responseError(res, what, 'BLOB_UNKNOWN');
+    }, signal);
   }
 
   /** The bytes from `offset` on (Range), for a receiver that has the rest and verifies the whole. */
@@ -180,7 +155,7 @@ export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, Referr
       await res.body.dump();
       return undefined;
     }
-    const body = Readable.from(this.resumingBody(desc, res, what, signal, offset), { objectMode: false });
+    const body = this.resumingBody(desc, res, what, signal, offset);
     body.on('error', () => undefined); // the consumer's pipeline reports it
     return body;
   }

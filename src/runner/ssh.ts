@@ -139,6 +139,12 @@ function killChannel(channel: ClientChannel): void {
 /** A pooled connection found dead when a command tried to use it (the command never started). */
 class DeadConnection extends Error {}
 
+/** How a command ended, as the host said (exit-status or exit-signal). */
+interface ExitStatus {
+  code?: number;
+  signal?: string;
+}
+
 /** One live ssh2 connection and how many channels it has open. */
 interface Conn {
   client: Client;
@@ -325,9 +331,9 @@ export class SshSession {
     const started = Date.now();
     log?.write(`--- #${id} ${new Date(started).toISOString()}${opts.step ? ` [${opts.step}]` : ''} ${this.user}: ${shown}\n`);
     try {
-      const { conn, channel } = await this.openChannel(wire);
+      const { conn, channel, exit } = await this.openChannel(wire);
       try {
-        const result = await this.collect(channel, id, opts, stdinPrefix, onInterrupt);
+        const result = await this.collect(channel, exit, id, opts, stdinPrefix, onInterrupt);
         log?.write(`--- #${id} ${result.signal ? `killed by ${result.signal}` : `exit ${result.code}`} after ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
         if (result.code !== 0 && !opts.allowFailure) throw new HostCommandError(this.name, shown, result, opts.step);
         return result;
@@ -345,18 +351,27 @@ export class SshSession {
    * host rebooted, a keep-alive failed) is only found out here: the command
    * never started, so it is safe to drop that connection and try a fresh one.
    */
-  private async openChannel(wire: string): Promise<{ conn: Conn; channel: ClientChannel }> {
+  private async openChannel(wire: string): Promise<{ conn: Conn; channel: ClientChannel; exit: ExitStatus }> {
     const timeoutMs = this.pool.opts.connectTimeoutMs ?? 20_000;
     for (let attempt = 1; ; attempt++) {
       const conn = await this.acquire();
       try {
-        const channel = await new Promise<ClientChannel>((resolve, reject) => {
+        const { ch: channel, exit } = await new Promise<{ ch: ClientChannel; exit: ExitStatus }>((resolve, reject) => {
           // A connection whose peer vanished without a word (link down, power off) never answers: bounded.
           const timer = setTimeout(() => reject(new DeadConnection(`no answer to opening a channel within ${timeoutMs / 1000} s`)), timeoutMs);
           try {
             conn.client.exec(wire, (err, ch) => {
               clearTimeout(timer);
-              if (!err) return resolve(ch);
+              if (!err) {
+                // Now, not after an await: a quick command's exit status can arrive in the same read as the
+                // reply that opened the channel, and an event emitted before anyone listens is gone.
+                const exit: ExitStatus = {};
+                ch.on('exit', (c: number | null, sig?: string) => {
+                  if (typeof c === 'number') exit.code = c;
+                  if (sig) exit.signal = sig;
+                });
+                return resolve({ ch, exit });
+              }
               reject(/not connected|no response/i.test(err.message) ? new DeadConnection(err.message) : err);
             });
           } catch (e) {
@@ -364,7 +379,7 @@ export class SshSession {
             reject(new DeadConnection(e instanceof Error ? e.message : String(e))); // ssh2 throws "Not connected" synchronously
           }
         });
-        return { conn, channel };
+        return { conn, channel, exit };
       } catch (e) {
         this.release(conn);
         const dead = conn.closed || e instanceof DeadConnection;
@@ -381,7 +396,7 @@ export class SshSession {
     conn.client.end();
   }
 
-  private collect(channel: ClientChannel, id: number, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
+  private collect(channel: ClientChannel, exit: ExitStatus, id: number, opts: ExecOptions, stdinPrefix?: Buffer, onInterrupt?: () => Promise<void>): Promise<ExecResult> {
     const limit = opts.maxOutputBytes ?? 1 << 20;
     const log = this.pool.log(this.name);
     const capture = (mark: string) => {
@@ -411,8 +426,6 @@ export class SshSession {
     const out = capture(' |');
     const err = capture(' !');
     return new Promise<ExecResult>((resolve, reject) => {
-      let code: number | undefined;
-      let signal: string | undefined;
       let stdinError: unknown;
       let failure: unknown;
       let settled = false;
@@ -442,18 +455,14 @@ export class SshSession {
       if (opts.signal?.aborted) onAbort();
       channel.on('data', (b: Buffer) => out.add(b));
       channel.stderr.on('data', (b: Buffer) => err.add(b));
-      channel.on('exit', (c: number | null, sig?: string) => {
-        if (typeof c === 'number') code = c;
-        if (sig) signal = sig;
-      });
       channel.on('close', () => {
         if (settled || failure) return;
         settled = true;
         clearTimeout(timer);
         opts.signal?.removeEventListener('abort', onAbort);
-        const result: ExecResult = { code: code ?? -1, stdout: out.text(), stderr: err.text() };
-        if (signal) result.signal = signal;
-        if (code === undefined && !signal) {
+        const result: ExecResult = { code: exit.code ?? -1, stdout: out.text(), stderr: err.text() };
+        if (exit.signal) result.signal = exit.signal;
+        if (exit.code === undefined && !exit.signal) {
           return reject(new SealimgError('SSH_FAILED', `${this.name}: the connection was lost while a command ran`, { cause: stdinError }));
         }
         // A local read error while feeding stdin leaves the command with a truncated input: never a success.

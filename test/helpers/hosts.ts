@@ -8,8 +8,8 @@
  *   netns slh<n>-op   the operator: eth0 10.77.<n>.2/24 on the bridge; sealimg runs
  *                     here (`operatorRun`), and the test process reaches the hosts
  *                     through sockets made here (`dial`)
- *   netns slh<n>-h<i> host i: eth0 10.77.<n>.<11+i>/24, plus its own mount, UTS and
- *                     PID namespaces; root = overlay(lower=/, upper=run dir), its own
+ *   netns slh<n>-h<i> host i: eth0 10.77.<n>.<11+i>/24, plus its own mount, UTS, IPC
+ *                     and PID namespaces; root = overlay(lower=/, upper=run dir), its own
  *                     /run, /tmp, /dev, /proc; sshd is its PID 1
  *
  * 10.77.x.x exists only inside these namespaces and none of them has a default
@@ -359,9 +359,10 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
     const names = Array.from({ length: count }, (_, i) => opts.hostnames?.[i] ?? `node${i + 1}`);
     const ips = names.map((_, i) => `10.77.${n}.${11 + i}`);
     const etcHosts = names.map((h, i) => `${ips[i]} ${h}\n`).join('');
-    const hosts: TestHost[] = [];
     const hostPids: number[] = [];
-    for (let i = 0; i < count; i++) {
+    // Hosts are made side by side: each has its own namespace, dir and keys.
+    // allSettled: on a failure, teardown must come after every spawn, or a late one would outlive it.
+    const made = await Promise.allSettled(Array.from({ length: count }, async (_, i): Promise<TestHost> => {
       const ns = nsName(n, `h${i + 1}`);
       const hdir = `${dir}/h${i + 1}`;
       for (const d of ['upper', 'work', 'root', 'tmp', 'ssh']) await mkdir(`${hdir}/${d}`, { recursive: true });
@@ -376,15 +377,15 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
       const log = openSync(`${hdir}/host.log`, 'a');
       const child = spawn(
         'nsenter',
-        [`--net=/run/netns/${ns}`, '--', 'unshare', '--mount', '--uts', '--pid', '--fork', '--kill-child', '--propagation', 'private', 'sh', `${hdir}/setup.sh`],
+        [`--net=/run/netns/${ns}`, '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child', '--propagation', 'private', 'sh', `${hdir}/setup.sh`],
         { stdio: ['ignore', log, log], detached: true },
       );
       closeSync(log);
       child.unref();
       rec.pids.push(child.pid!);
-      hostPids.push(child.pid!);
+      hostPids[i] = child.pid!;
       const unsharePid = child.pid!;
-      hosts.push({
+      return {
         index: i,
         hostname: names[i],
         ip: ips[i],
@@ -398,8 +399,11 @@ export async function createTestHosts(opts: TestHostsOptions): Promise<TestHosts
         },
         down: async () => void (await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'down'])),
         up: async () => void (await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'up'])),
-      });
-    }
+      };
+    }));
+    const failed = made.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const hosts = made.map((r) => (r as PromiseFulfilledResult<TestHost>).value);
 
     // Every host boots in parallel; each must answer with an SSH banner in time.
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 15_000);

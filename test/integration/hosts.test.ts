@@ -292,6 +292,9 @@ test('the pool: many commands at once share a few connections; a dropped connect
   const s = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
   const outs = await Promise.all(Array.from({ length: 24 }, (_, i) => s.exec(`sleep 0.1; echo ${i}`, { sudo: false })));
   assert.equal(outs.map((o) => o.stdout), Array.from({ length: 24 }, (_, i) => `${i}\n`));
+  // Quick commands whose whole answer (output, exit status, close) comes in one read: no status is lost.
+  const codes = await Promise.all(Array.from({ length: 160 }, (_, i) => s.exec(`exit ${i % 7}`, { sudo: false, allowFailure: true })));
+  assert.equal(codes.map((c) => c.code), Array.from({ length: 160 }, (_, i) => i % 7));
   // At most 2 connections: one session process per connection on the host.
   const sessions = Number((await h.sh("pgrep -c -f '^sshd: bob@' || true")).stdout.trim());
   assert.ok(sessions >= 1 && sessions <= 2, `${sessions} sessions`);
@@ -312,7 +315,8 @@ test('a command that times out or is aborted is stopped on the host, children in
   assert.ok(isSealimgError(e, 'HOST_STEP_FAILED'), String(e));
   assert.match(e.message, h.ip);
   assert.match(e.message, 'timed out');
-  assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
+  // Bounded (the commands would run 31-34 s), with room for a loaded CI machine.
+  assert.ok(Date.now() - t0 < 15_000, `${Date.now() - t0} ms`);
   // Through sudo as well, stopped by an AbortSignal.
   const bob = pool().host({ address: h.ip, user: 'bob', privateKey: await readFile(ctx.key) });
   const ac = new AbortController();
@@ -320,8 +324,15 @@ test('a command that times out or is aborted is stopped on the host, children in
   t0 = Date.now();
   const e2 = await rejects(bob.exec('sleep 33 & sleep 34', { signal: ac.signal }));
   assert.ok(isSealimgError(e2, 'ABORTED'), String(e2));
-  assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
-  assert.is((await h.sh("pgrep -f '^sleep 3[1-4]' || true")).stdout.trim(), '');
+  assert.ok(Date.now() - t0 < 15_000, `${Date.now() - t0} ms`);
+  // Gone from the host (polled: on a loaded machine the kill may land just after the caller was told).
+  let left = '';
+  for (let i = 0; i < 40; i++) {
+    left = (await h.sh("pgrep -f '^sleep 3[1-4]' || true")).stdout.trim();
+    if (!left) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.is(left, '');
   // The session still works afterwards.
   assert.is((await root.exec('echo fine')).stdout, 'fine\n');
 });
@@ -338,8 +349,8 @@ test('a host that is down is an SSH_FAILED error naming it; once back up it answ
       const e = await rejects(s.exec('true'));
       assert.ok(isSealimgError(e, 'SSH_FAILED'), String(e));
       assert.match(e.message, h.ip);
-      // Bounded by the timeouts, not by TCP's own retries (minutes).
-      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+      // Bounded by the timeouts, not by TCP's own retries (minutes); room left for a loaded CI machine.
+      assert.ok(Date.now() - t0 < 15_000, `${Date.now() - t0} ms`);
     }
   } finally {
     await h.up();

@@ -75,4 +75,40 @@ test('pull --referrers and push --referrers carry a signature along', async () =
   assert.is(await (await OciLayoutStore.open(root2)).exists(sig), false);
 });
 
+test("sealimg's own registry: the referrers API is used both ways, no fallback tag is written", async () => {
+  const { serveRegistry } = await import('../helpers/sealimg-registry.js');
+  const own = await serveRegistry(await tmpDir());
+  try {
+    const src = await RemoteStore.open(`${reg.host}/signed/app`, { plainHttp: true, env }, 'pull');
+    const subject = await src.resolve('v1');
+    await src.close();
+    const root = await tmpDir();
+    const pulled = await sealimg(root, ['pull', '--plain-http', '--referrers', `${reg.host}/signed/app:v1`], { env });
+    assert.is(pulled.code, 0, pulled.stderr);
+    const pushed = await sealimg(root, ['push', '--plain-http', '--referrers', `${reg.host}/signed/app:v1`, `${own.addr}/api/app:v1`], { env });
+    assert.is(pushed.code, 0, pushed.stderr);
+    const dst = await RemoteStore.open(`${own.addr}/api/app`, { plainHttp: true, env }, 'pull');
+    try {
+      const listed = await dst.referrers(subject);
+      assert.equal(listed?.map((d) => d.artifactType), [SIG_TYPE]);
+      try {
+        await dst.resolve(fallbackTag(subject.digest));
+        assert.unreachable('a fallback tag was written to a registry with the referrers API');
+      } catch (e) {
+        assert.match(String(e), /MANIFEST_UNKNOWN|not found/);
+      }
+    } finally {
+      await dst.close();
+    }
+    const root2 = await tmpDir();
+    const back = await sealimg(root2, ['pull', '--plain-http', '--referrers', `${own.addr}/api/app:v1`], { env });
+    assert.is(back.code, 0, back.stderr);
+    const local = await OciLayoutStore.open(root2);
+    const sigs = await local.resolve(`${own.addr}/api/app:${fallbackTag(subject.digest)}`);
+    assert.is(sigs.mediaType, OCI_INDEX, 'the local store keeps the list under the fallback tag');
+  } finally {
+    await own.stop();
+  }
+});
+
 test.run();

@@ -145,9 +145,13 @@ test('the same run again does nothing and says so', async () => {
   assert.equal(await hookLog(0), before);
 });
 
-test('one more application image installs just that one', async () => {
+test('one more application image, from a tarball, installs just that one', async () => {
   const before = await hookLog(0);
-  const r = await runSealimg(runArgs('example.com/cluster-tiny:v1', 'example.com/tiny-app:v1', 'example.com/other-app:v1'));
+  // Offline delivery: the new image arrives as a file, and the store does not have it yet.
+  const tar = join(await tmpDir(), 'other-app.tar');
+  assert.is((await sealimg(ctx.root, ['save', '-q', '-o', tar, 'example.com/other-app:v1'])).code, 0);
+  assert.is((await sealimg(ctx.root, ['rmi', 'example.com/other-app:v1'])).code, 0);
+  const r = await runSealimg(runArgs('example.com/cluster-tiny:v1', 'example.com/tiny-app:v1', tar));
   assert.is(r.code, 0, r.stderr);
   assert.equal(await hookLog(0), before, 'no hook ran again');
   const apps = await appLog(0);

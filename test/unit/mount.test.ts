@@ -1,0 +1,64 @@
+/**
+ * Mounting without a runtime: trees merge in image order with hard links,
+ * templates render next to themselves, Config patches apply with sealos'
+ * strategies, and nothing written into a merged tree reaches the image cache.
+ */
+import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { applyConfig, linkTree, mergeEnv, renderTemplates } from '../../src/runner/mount.js';
+import type { RunImage } from '../../src/runner/images.js';
+import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+
+const test = suite('mount');
+test.after.each(cleanupTmp);
+
+async function files(dir: string, entries: Record<string, string>): Promise<string> {
+  for (const [rel, text] of Object.entries(entries)) {
+    await mkdir(join(dir, rel, '..'), { recursive: true });
+    await writeFile(join(dir, rel), text, { mode: rel.endsWith('.sh.tmpl') ? 0o755 : 0o644 });
+  }
+  return dir;
+}
+
+test('later images win; the merged tree links to the cache and writes never reach it', async () => {
+  const a = await files(await tmpDir(), { 'etc/a.conf': 'a1', 'etc/shared.conf': 'from a', 'scripts/init.sh.tmpl': 'echo {{ .registryDomain }}' });
+  const b = await files(await tmpDir(), { 'etc/shared.conf': 'from b', 'bin/tool': 'x' });
+  const merged = join(await tmpDir(), 'rootfs');
+  await linkTree(a, merged);
+  await linkTree(b, merged);
+  assert.is(await readFile(join(merged, 'etc/shared.conf'), 'utf8'), 'from b');
+  assert.is((await lstat(join(merged, 'etc/a.conf'))).ino, (await lstat(join(a, 'etc/a.conf'))).ino, 'a hard link, not a copy');
+  const rendered = await renderTemplates(merged, { registryDomain: 'sealos.hub' });
+  assert.equal(rendered, ['scripts/init.sh']);
+  assert.is(await readFile(join(merged, 'scripts/init.sh'), 'utf8'), 'echo sealos.hub');
+  assert.is((await lstat(join(merged, 'scripts/init.sh'))).mode & 0o777, 0o755, 'a rendered script stays executable');
+  await applyConfig(merged, { name: 'c', path: 'etc/shared.conf', strategy: 'override', data: 'patched' });
+  assert.is(await readFile(join(b, 'etc/shared.conf'), 'utf8'), 'from b', 'the cached image is untouched');
+});
+
+test('Config strategies: merge (YAML), override, append, insert; paths cannot leave the tree', async () => {
+  const t = await files(await tmpDir(), { 'charts/values.yaml': 'a: 1\nnested:\n  keep: true\n  change: old\n', 'etc/list': 'two\n' });
+  await applyConfig(t, { name: 'v', path: 'charts/values.yaml', strategy: 'merge', data: 'nested:\n  change: new\nb: 2\n' });
+  assert.is(await readFile(join(t, 'charts/values.yaml'), 'utf8'), 'a: 1\nnested:\n  keep: true\n  change: new\nb: 2\n');
+  await applyConfig(t, { name: 'l', path: 'etc/list', strategy: 'append', data: 'three\n' });
+  await applyConfig(t, { name: 'l', path: '/etc/list', strategy: 'insert', data: 'one\n' });
+  assert.is(await readFile(join(t, 'etc/list'), 'utf8'), 'one\ntwo\nthree\n');
+  await applyConfig(t, { name: 'n', path: 'etc/new.yaml', strategy: 'merge', data: 'x: 1\n' });
+  assert.is(await readFile(join(t, 'etc/new.yaml'), 'utf8'), 'x: 1\n');
+  try {
+    await applyConfig(t, { name: 'bad', path: '../outside', strategy: 'override', data: 'x' });
+    assert.unreachable();
+  } catch (e) {
+    assert.match((e as Error).message, 'Config bad: path "../outside" leaves the image');
+  }
+});
+
+test('ENV merges in image order, then the Clusterfile, then -e', () => {
+  const image = (env: string[]) => ({ config: { config: { Env: env } } }) as unknown as RunImage;
+  const vars = mergeEnv([image(['a=1', 'b=1']), image(['b=2', 'url=http://x?y=z'])], ['c=3'], ['a=9']);
+  assert.equal(vars, { a: '9', b: '2', url: 'http://x?y=z', c: '3' });
+});
+
+test.run();
