@@ -6,9 +6,10 @@
  * blobs it added, so the store is left as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import { processAlive } from '../content/fsutil.js';
+import type { OpenContext } from '../content/locations.js';
 import type { OciLayoutStore } from '../content/oci-layout.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import { OCI_CONFIG, OCI_MANIFEST } from '../oci/mediatypes.js';
@@ -17,6 +18,7 @@ import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/ty
 import { LayerCache } from './cache.js';
 import { copyEntries } from './copy-step.js';
 import { discoverImages } from './discover.js';
+import { embedImages, parseArchiveLine, registryLayers, type RegistryLayers } from './embed.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, writeLayer, type Compression } from './layer.js';
@@ -46,9 +48,16 @@ export interface BuildOptions {
   sourceDateEpoch?: number;
   /** Step lines and warnings. */
   log?: (line: string) => void;
+  /** Copy the discovered images into registry/ (when discoverImages is on). */
+  embed?: {
+    open: OpenContext;
+    allPlatforms?: boolean;
+    registryLayers?: RegistryLayers;
+    concurrency?: number;
+  };
   /** Reuse COPY/ADD layers whose inputs did not change (default true). */
   cache?: boolean;
-  /** List the container images the context needs (default true; `--save-images=false` turns it off). */
+  /** List the container images the context needs (default true). */
   discoverImages?: boolean;
   /** Output of RUN commands as it comes. */
   onRunOutput?: (chunk: Buffer) => void;
@@ -91,6 +100,9 @@ async function removeStaleBuildDirs(root: string): Promise<void> {
 export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<BuildResult> {
   const log = opts.log ?? (() => undefined);
   const contextDir = resolvePath(opts.contextDir);
+  const st = await stat(contextDir).catch((e) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
+  if (!st) throw new SealimgError('USAGE', `${opts.contextDir}: no such directory`, { hint: 'CONTEXT is the directory with the Sealfile and the files it copies' });
+  if (!st.isDirectory()) throw new SealimgError('USAGE', `${opts.contextDir} is not a directory`, { hint: 'CONTEXT is the directory with the Sealfile; name another build file with -f FILE' });
   const bf = await readBuildFile(contextDir, opts.file);
   const parsed = parseSealfile(bf.text, bf.name);
   const epoch = opts.sourceDateEpoch ?? 0;
@@ -153,12 +165,13 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
     };
 
     const cache = opts.cache === false ? undefined : new LayerCache(join(store.root, '.build-cache'));
-    const addLayer = async (entries: LayerEntry[], createdBy: string, inRootfs = false): Promise<void> => {
+    const addLayer = async (entries: LayerEntry[], createdBy: string, inRootfs = false, how: { compression?: Compression; contentAddressed?: boolean } = {}): Promise<void> => {
+      const c = how.compression ?? compression;
       // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
       const started = Date.now();
-      const key = cache && !inRootfs ? await cache.key(entries, { compression, mtime: epoch, gzipLevel: GZIP_LEVEL }) : undefined;
+      const key = cache && !inRootfs ? await cache.key(entries, { compression: c, mtime: epoch, gzipLevel: GZIP_LEVEL }, how.contentAddressed) : undefined;
       const hit = key ? await cache!.get(key, store) : undefined;
-      const layer = hit ?? (await writeLayer(store, entries, { compression, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
+      const layer = hit ?? (await writeLayer(store, entries, { compression: c, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
       if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);
       if (key && !hit) await cache!.put(key, layer);
       layers.push(layer.descriptor);
@@ -193,6 +206,27 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       }
     }
 
+    const annotations: Record<string, string> = {};
+    if (base) {
+      annotations[BASE_NAME] = base.ref;
+      annotations[BASE_DIGEST] = base.manifestDesc.digest;
+    }
+    if (opts.discoverImages !== false) {
+      const { images: found, archives } = await listImages(contextDir, ignore, log, opts.embed !== undefined);
+      if (found.length) annotations[IMAGES_ANNOTATION] = JSON.stringify(found.map((image) => ({ image })));
+      if ((found.length || archives.length) && opts.embed) {
+        const dir = join(tmp, 'registry');
+        log(`STEP embed: ${found.length + archives.length} image(s) into /registry`);
+        const fromArchives = archives.map((line) => parseArchiveLine(line, join(contextDir, 'images', 'skopeo')));
+        await embedImages(found, dir, { open: opts.embed.open, platform, allPlatforms: opts.embed.allPlatforms, concurrency: opts.embed.concurrency, signal: opts.signal, log }, fromArchives);
+        const split = opts.embed.registryLayers ?? 'split';
+        for (const l of await registryLayers(dir, split)) {
+          // A big blob is stored as it is (already compressed), as its own layer: the same bytes in every cluster image.
+          const own = split === 'split' && l.entries.length === 1;
+          await addLayer(l.entries, `sealimg embed: ${l.what}`, false, own ? { compression: 'none', contentAddressed: true } : {});
+        }
+      }
+    }
     const config: ImageConfig = {
       created,
       ...(p.author ? { author: p.author } : {}),
@@ -204,15 +238,6 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       history,
     };
     const configDesc = await pushJson(store, OCI_CONFIG, config, added);
-    const annotations: Record<string, string> = {};
-    if (base) {
-      annotations[BASE_NAME] = base.ref;
-      annotations[BASE_DIGEST] = base.manifestDesc.digest;
-    }
-    if (opts.discoverImages !== false) {
-      const found = await listImages(contextDir, ignore, log);
-      if (found.length) annotations[IMAGES_ANNOTATION] = JSON.stringify(found.map((image) => ({ image })));
-    }
     if (p.sealer || baseExtension.present) {
       annotations[SEALER_EXTENSION] = JSON.stringify(sealerExtension(p, baseExtension, appEntries));
     }
@@ -236,7 +261,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
 }
 
 /** Discovery, as the build shows it; references that do not parse are reported and left out. */
-async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: string) => void): Promise<string[]> {
+async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: string) => void, embedding: boolean): Promise<{ images: string[]; archives: string[] }> {
   const d = await discoverImages(contextDir, ignore);
   for (const n of d.notes) log(`images: ${n}`);
   const out: string[] = [];
@@ -249,11 +274,11 @@ async function listImages(contextDir: string, ignore: IgnoreRules, log: (line: s
   }
   const unique = [...new Set(out)];
   if (unique.length || d.archives.length) {
-    log(`images: ${unique.length} container image(s) found (listed in the ${IMAGES_ANNOTATION} annotation; embedding into registry/ is not done yet):`);
+    log(`images: ${unique.length} container image(s)${d.archives.length ? ` and ${d.archives.length} archive(s)` : ''} found (images listed in the ${IMAGES_ANNOTATION} annotation${embedding ? '' : '; not embedded: --save-images=false'}):`);
     for (const i of unique) log(`  ${i}`);
-    for (const a of d.archives) log(`  ${a.image} (archive)`);
+    for (const a of d.archives) log(`  ${a.image}`);
   }
-  return unique;
+  return { images: unique, archives: d.archives.map((a) => a.image) };
 }
 
 /** A RUN: the command in the working copy, and what it changed there. */

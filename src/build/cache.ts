@@ -16,7 +16,8 @@ import { errnoCode } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { LayerEntry } from './tar-writer.js';
 
-const FORMAT = 1;
+/** Bumped whenever the same entries would give other layer bytes. */
+const FORMAT = 2;
 
 export interface CachedLayer {
   descriptor: Descriptor;
@@ -27,12 +28,13 @@ export class LayerCache {
   constructor(private readonly dir: string) {}
 
   /** The key of a layer made of `entries` with these output settings. */
-  async key(entries: LayerEntry[], settings: Record<string, unknown>): Promise<string> {
+  async key(entries: LayerEntry[], settings: Record<string, unknown>, contentAddressed = false): Promise<string> {
     const h = createHash('sha256');
-    h.update(JSON.stringify({ FORMAT, settings }));
+    h.update(JSON.stringify({ FORMAT, settings, contentAddressed }));
     for (const e of [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
       let id = '';
-      if (e.source) {
+      // A file whose path names its digest (a registry blob, verified when it was written) is known by its path.
+      if (e.source && !contentAddressed) {
         const st = await lstat(e.source, { bigint: true });
         id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
       }

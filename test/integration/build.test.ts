@@ -13,6 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ok, run, sealimg } from '../helpers/cli.js';
+import { startRegistry } from '../helpers/registry.js';
+import { makeIndex } from '../helpers/images.js';
+import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
@@ -83,7 +86,7 @@ Build('app-hello example: umoci unpack gives exactly the context files and modes
   const ctx = join(await tmpDir(), 'app-hello');
   await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
   await writeFile(join(ctx, 'manifests', 'old.yaml.bak'), 'ignored by .sealignore');
-  const digest = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--build-arg', 'VERSION=v2', '--label', 'team=infra', ctx]);
+  const digest = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--build-arg', 'VERSION=v2', '--label', 'team=infra', '--save-images=false', ctx]);
   assert.match(digest, /^sha256:[a-f0-9]{64}$/);
   const want = (await tree(ctx, (r) => ['Sealfile', '.sealignore'].includes(r) || r.endsWith('.bak')))
     // COPY --chmod=755 scripts: the directory and its files
@@ -283,7 +286,7 @@ Build("a Kubefile's APP, CNI, APPCMDS and LAUNCH become sealer's labels and imag
 Build('merge: layers stacked and shared with the inputs, labels and env merged (later wins), CMDs concatenated, rootfs type kept', async () => {
   const root = await tmpDir();
   await buildOk(root, ['-t', 'example.com/rootfs-mini:v1', join(EXAMPLES, 'rootfs-mini')]);
-  await buildOk(root, ['-t', 'example.com/app-hello:v1', join(EXAMPLES, 'app-hello')]);
+  await buildOk(root, ['-t', 'example.com/app-hello:v1', '--save-images=false', join(EXAMPLES, 'app-hello')]);
   const r = await sealimg(root, ['merge', '-t', 'example.com/merged:1', 'example.com/rootfs-mini:v1', 'example.com/app-hello:v1']);
   assert.is(r.code, 0, r.stderr);
   const merged = (await manifestOf(root, 'example.com/merged:1')).layers.map((l) => l.digest);
@@ -302,6 +305,144 @@ Build('merge: layers stacked and shared with the inputs, labels and env merged (
   assert.is(bad.code, 1);
   assert.match(bad.stderr, /example\.com\/missing:1: no such image in the local store/);
   assert.is(await storeState(root), before);
+});
+
+Build('embedded images: copied into registry/ (distribution layout, host dropped), served by the CNCF registry with their source digests, big blobs as shared layers', async () => {
+  const work = await tmpDir();
+  const source = await startRegistry({ root: join(work, 'source-data') });
+  const running = [source];
+  try {
+    // Container images made here with umoci and pushed with skopeo: nginx carries a 2 MiB blob.
+    const layout = join(work, 'umoci-layout');
+    await ok('umoci', ['init', '--layout', layout]);
+    const digests: Record<string, string> = {};
+    for (const [name, files] of [['nginx:1.25', { 'big.bin': 2 << 20 }], ['busybox:1.36', { 'sh.txt': 100 }], ['redis:7.2', { 'redis.conf': 200 }]] as const) {
+      const dir = await tmpDir('sealimg-app-');
+      for (const [f, size] of Object.entries(files)) await writeFile(join(dir, f), randomBytes(size));
+      const tag = name.replace(':', '-');
+      await ok('umoci', ['new', '--image', `${layout}:${tag}`]);
+      await ok('umoci', ['insert', '--image', `${layout}:${tag}`, dir, '/app']);
+      await ok('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${source.host}/library/${name}`]);
+      digests[name] = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${source.host}/library/${name}`])).Digest;
+    }
+    // The example, with its images moved to this registry.
+    const ctx = join(work, 'app-hello');
+    await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
+    for (const f of ['images/shim/hello-images', 'manifests/deployment.yaml', 'charts/hello-cache/values.yaml']) {
+      const text = await readFile(join(ctx, f), 'utf8');
+      await writeFile(join(ctx, f), text.replaceAll('docker.io/library/', `${source.host}/library/`).replace('registry: docker.io', `registry: ${source.host}`));
+    }
+    const root = join(work, 'store');
+    const d1 = await buildOk(root, ['-t', 'example.com/app-hello:v1', '--plain-http', ctx]);
+    assert.is(await buildOk(join(work, 'store2'), ['-t', 'example.com/app-hello:v1', '--plain-http', ctx]), d1, 'embedding is deterministic too');
+    const fs = await unpack(root, 'example.com/app-hello:v1');
+    assert.equal((await readdir(join(fs, 'registry/docker/registry/v2/repositories/library'))).sort(), ['busybox', 'nginx', 'redis']);
+    const served = await startRegistry({ root: join(fs, 'registry') });
+    running.push(served);
+    for (const [name, digest] of Object.entries(digests)) {
+      const got = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.host}/library/${name}`]));
+      assert.is(got.Digest, digest, `${name} is served with its source digest`);
+    }
+    await ok('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${served.host}/library/nginx:1.25`, `oci:${join(work, 'check')}:nginx`]);
+
+    // The 2 MiB blob is a layer of its own, uncompressed, holding just that file...
+    const m = await manifestOf(root, 'example.com/app-hello:v1');
+    const own: string[] = [];
+    for (const l of m.layers as Array<{ digest: string; mediaType: string }>) {
+      if (l.mediaType !== 'application/vnd.oci.image.layer.v1.tar') continue;
+      own.push(l.digest);
+      const names = (await ok('tar', ['tf', join(root, 'blobs', 'sha256', l.digest.slice(7))])).trim().split('\n');
+      assert.is(names.length, 1);
+      assert.match(names[0]!, /^registry\/docker\/registry\/v2\/blobs\/sha256\/[a-f0-9]{2}\/[a-f0-9]{64}\/data$/);
+    }
+    assert.is(own.length, 1);
+    // ...so another cluster image that embeds nginx has that same layer.
+    const other = await context({ Sealfile: 'FROM scratch\nCOPY images /images/\n', 'images/shim/list': `${source.host}/library/nginx:1.25\n` });
+    await buildOk(root, ['-t', 'example.com/other:1', '--plain-http', other]);
+    assert.ok((await manifestOf(root, 'example.com/other:1')).layers.some((l) => l.digest === own[0]), 'the nginx blob layer is shared');
+
+    // Two images that collide once the host is dropped, and a registry that is not there: errors, store unchanged.
+    const before = await storeState(root);
+    const clash = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${source.host}/library/nginx:1.25\nlocalhost:${source.host.split(':')[1]}/library/nginx:1.25\n` });
+    const r1 = await sealimg(root, ['build', '-t', 'example.com/clash:1', '--plain-http', clash]);
+    assert.is(r1.code, 1);
+    assert.match(r1.stderr, new RegExp(`${source.host.replace('.', '\\.')}/library/nginx and localhost:\\d+/library/nginx would both be library/nginx`));
+    const down = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': '127.0.0.1:9/library/gone:1\n' });
+    const r2 = await sealimg(root, ['build', '-t', 'example.com/down:1', '--plain-http', '--retry-times', '0', down]);
+    assert.is(r2.code, 1);
+    assert.match(r2.stderr, /embedding 127\.0\.0\.1:9\/library\/gone:1: /);
+    assert.is(await storeState(root), before);
+  } finally {
+    for (const r of running) await r.stop();
+  }
+});
+
+Build('embedding a multi-arch image: --platform keeps its manifest, --all-platforms and a digest-pinned reference keep the index', async () => {
+  const work = await tmpDir();
+  const source = await startRegistry({ root: join(work, 'source-data') });
+  const running = [source];
+  try {
+    const layout = await OciLayoutStore.open(join(work, 'layout'), { create: true });
+    const amd64 = { os: 'linux', architecture: 'amd64' };
+    const arm64 = { os: 'linux', architecture: 'arm64' };
+    const { index, images } = await makeIndex(layout, [amd64, arm64], 'multi');
+    await ok('skopeo', ['copy', '-q', '--all', '--dest-tls-verify=false', `oci:${join(work, 'layout')}:multi`, `docker://${source.host}/library/multi:1`]);
+    const root = join(work, 'store');
+    const served = async (ref: string, args: string[], list: string): Promise<string> => {
+      const ctx = await context({ Sealfile: 'FROM scratch\n', 'images/shim/list': `${list}\n` });
+      await buildOk(root, ['-t', ref, '--plain-http', ...args, ctx]);
+      const r = await startRegistry({ root: join(await unpack(root, ref), 'registry') });
+      running.push(r);
+      return r.host;
+    };
+    const one = await served('example.com/one:1', ['--platform', 'linux/arm64'], `${source.host}/library/multi:1`);
+    assert.is(JSON.parse(await ok('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${one}/library/multi:1`])).config.digest, images[1]!.config.digest);
+    const all = await served('example.com/all:1', ['--all-platforms'], `${source.host}/library/multi:1`);
+    assert.is(JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${all}/library/multi:1`])).Digest, index.digest);
+    const pinned = await served('example.com/pinned:1', [], `${source.host}/library/multi@${index.digest}`);
+    const got = JSON.parse(await ok('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${pinned}/library/multi@${index.digest}`]));
+    assert.is(got.manifests.length, 2);
+  } finally {
+    for (const r of running) await r.stop();
+  }
+});
+
+Build('charts: with a helm on the PATH, the images helm template renders (here a stand-in helm that records its call)', async () => {
+  const bin = await tmpDir();
+  const calls = join(bin, 'calls');
+  await writeFile(join(bin, 'helm'), `#!/bin/sh\necho "$@" >> '${calls}'\nprintf 'kind: Deployment\\nspec:\\n  template:\\n    spec:\\n      containers:\\n        - image: example.com/rendered:1\\n'\n`);
+  await chmod(join(bin, 'helm'), 0o755);
+  const root = await tmpDir();
+  const ctx = join(await tmpDir(), 'app-hello');
+  await cp(join(EXAMPLES, 'app-hello'), ctx, { recursive: true });
+  const r = await sealimg(root, ['build', '-t', 'example.com/helm:1', '--save-images=false', ctx], { env: { PATH: `${bin}:${process.env.PATH}` } });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /charts\/hello-cache: images from helm template/);
+  assert.is((await readFile(calls, 'utf8')).trim(), `template hello-cache ${join(ctx, 'charts', 'hello-cache')} -f ${join(ctx, 'charts', 'hello-cache.values.yaml')}`);
+  const images = JSON.parse((await manifestOf(root, 'example.com/helm:1')).annotations!['sealer.image.container.images']!);
+  assert.ok(images.some((i: { image: string }) => i.image === 'example.com/rendered:1'));
+  assert.not.ok(images.some((i: { image: string }) => i.image.includes('redis')), 'values are not read when helm renders');
+});
+
+Build('images/skopeo/tar.txt: local docker-archive and oci-archive tarballs are embedded under the names given', async () => {
+  const work = await tmpDir();
+  const src = join(work, 'src');
+  const app = await context({ Sealfile: 'FROM scratch\nCOPY . /app/\n', 'app.txt': 'from an archive' });
+  const digest = await buildOk(src, ['-t', 'example.com/app:1', app]);
+  const ctx = await context({ Sealfile: 'FROM scratch\nLABEL sealos.io.type=application\n', 'images/skopeo/tar.txt': '# offline images\noci-archive:app-oci.tar@library/app:oci\ndocker-archive:app-docker.tar@library/app:docker\n' });
+  await ok('skopeo', ['copy', '-q', `oci:${src}:example.com/app:1`, `oci-archive:${join(ctx, 'images/skopeo/app-oci.tar')}`]);
+  await ok('skopeo', ['copy', '-q', `oci:${src}:example.com/app:1`, `docker-archive:${join(ctx, 'images/skopeo/app-docker.tar')}:example.com/app:1`]);
+  const root = join(work, 'store');
+  await buildOk(root, ['-t', 'example.com/offline:1', ctx]);
+  const served = await startRegistry({ root: join(await unpack(root, 'example.com/offline:1'), 'registry') });
+  try {
+    const oci = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.host}/library/app:oci`]));
+    assert.is(oci.Digest, digest);
+    const docker = JSON.parse(await ok('skopeo', ['inspect', '--tls-verify=false', `docker://${served.host}/library/app:docker`]));
+    assert.is(docker.Layers.length, 1);
+  } finally {
+    await served.stop();
+  }
 });
 
 Build('bad input: a clear error with file:line, exit 1, and the store exactly as it was', async () => {

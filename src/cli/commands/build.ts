@@ -6,6 +6,7 @@ import { openLocalStore } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
 import { normalizeReference } from '../../oci/reference.js';
 import { needArgs, type Command } from '../command.js';
+import { registryOptions } from '../transfer.js';
 
 /** `K=V` flags into a record; `K` alone takes the value from the environment, as docker's --build-arg does. */
 function keyValues(list: unknown, flag: string, env: NodeJS.ProcessEnv, fromEnv: boolean): Record<string, string> {
@@ -40,7 +41,16 @@ Flags:
       --platform OS/ARCH    target platform (default: FROM's, else this host's)
       --compression ALG     gzip (default), zstd (needs the zstd program) or none
       --no-cache            build every layer again, even when its inputs did not change
-      --save-images BOOL    false: do not look for the container images the context needs
+      --save-images BOOL    false: list the container images the context needs, but do
+                            not copy them into the image's registry/ (default true)
+      --all-platforms       embed every platform of multi-arch images (default: --platform's)
+      --registry-layers M   split (default): a layer per embedded blob of 1 MiB or more;
+                            single: the whole registry/ as one layer, as sealos does
+      --authfile FILE       credentials for the registries images come from
+      --plain-http          talk http, not https, to those registries
+      --tls-verify=false    do not check their certificates
+      --ca-file FILE        also trust the CA certificates (PEM) in FILE
+      --retry-times N       attempts after a failed request (default 5)
   -q, --quiet               print only the image digest`,
   options: {
     tag: { type: 'string', short: 't', multiple: true },
@@ -52,6 +62,13 @@ Flags:
     quiet: { type: 'boolean', short: 'q' },
     'save-images': { type: 'string' },
     'no-cache': { type: 'boolean' },
+    'all-platforms': { type: 'boolean' },
+    'registry-layers': { type: 'string' },
+    authfile: { type: 'string' },
+    'plain-http': { type: 'boolean' },
+    'tls-verify': { type: 'string' },
+    'ca-file': { type: 'string' },
+    'retry-times': { type: 'string' },
   },
   async run(ctx, flags, args) {
     needArgs('build', args, 1, 1, 'one CONTEXT directory');
@@ -64,6 +81,9 @@ Flags:
     const quiet = flags.quiet === true;
     const save = (flags['save-images'] as string | undefined) ?? 'true';
     if (save !== 'true' && save !== 'false') throw new SealimgError('USAGE', `--save-images=${save}: use true or false`);
+    const layersMode = (flags['registry-layers'] as string | undefined) ?? 'split';
+    if (layersMode !== 'split' && layersMode !== 'single') throw new SealimgError('USAGE', `--registry-layers=${layersMode}: use split or single`);
+    const open = { root: ctx.root, registry: registryOptions(flags, ctx.env) };
     const store = await openLocalStore(ctx.root);
     try {
       const result = await build(store, {
@@ -74,7 +94,8 @@ Flags:
         labels: keyValues(flags.label, '--label', ctx.env, false),
         platform: flags.platform === undefined ? undefined : parsePlatformText(flags.platform as string),
         compression: compression as Compression,
-        discoverImages: save === 'true',
+        discoverImages: true,
+        embed: save === 'true' ? { open, allPlatforms: flags['all-platforms'] === true, registryLayers: layersMode } : undefined,
         cache: flags['no-cache'] !== true,
         sourceDateEpoch: epochText === undefined ? 0 : Number(epochText),
         log: quiet ? undefined : (line) => ctx.stderr.write(`${line}\n`),
