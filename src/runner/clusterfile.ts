@@ -152,6 +152,17 @@ export class Clusterfile {
     };
   }
 
+  /** metadata.annotations[key]: where sealimg keeps choices sealos' schema has no field for (the LB mode). */
+  annotation(key: string): string | undefined {
+    const v = this.cluster.getIn(['metadata', 'annotations', key]);
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  setAnnotation(key: string, value: string): void {
+    if (!isMap(this.cluster.getIn(['metadata', 'annotations']))) this.cluster.setIn(['metadata', 'annotations'], new YAMLMap());
+    this.cluster.setIn(['metadata', 'annotations', key], value);
+  }
+
   setImages(images: string[]): void {
     this.cluster.setIn(['spec', 'image'], images);
   }
