@@ -39,6 +39,8 @@ export interface ApplyOptions {
   version: string;
   /** The nodes' apiserver load balancer: lvscare (default) or haproxy (--lb). */
   lb?: string;
+  /** `add` and `delete`: the desired hosts may differ from the cluster's. */
+  hostsChange?: boolean;
 }
 
 /** Where the Clusterfile keeps the LB mode (sealos' schema has no field for it). */
@@ -164,11 +166,12 @@ export class Applier {
     if (current) {
       const have = current.spec();
       const hostKey = (s: typeof have) => JSON.stringify(hostsOf(s).map((h) => [h.name, [...h.roles].sort()]));
-      if (hostKey(have) !== hostKey(want) && current.phase === 'ClusterSuccess') {
+      const hostsChanged = hostKey(have) !== hostKey(want);
+      if (hostsChanged && current.phase === 'ClusterSuccess' && !this.opts.hostsChange) {
         throw new SealimgError('USAGE', `cluster ${dir.name} already runs on other hosts`, { hint: "use 'sealimg add' or 'sealimg delete' to change hosts, or 'sealimg reset' first" });
       }
       const merged = [...have.image, ...want.image.filter((i) => !have.image.includes(i))];
-      if (current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
+      if (!hostsChanged && current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
         say(`Cluster ${dir.name} already runs ${have.image.join(', ')}: nothing to do`);
         return false;
       }

@@ -22,10 +22,13 @@ import type { Clusterfile } from './clusterfile.js';
 import { masters, nodes, type RunHost } from './hosts.js';
 import type { RunImage } from './images.js';
 import { API_SERVER_DOMAIN, DEFAULT_VIP, kubeadmDocuments, kubeadmYaml, parseKubeVersion } from './kubeadm.js';
-import { lbFiles, type LbMode } from './lb.js';
+import { LVSCARE_MANIFEST, haproxyConfigPath, haproxyUnit, lbFiles, type LbMode } from './lb.js';
 import { CA_FILES, PkiBuilder, fileMode, type PkiFiles } from './pki.js';
 import { shellQuote, type SshSession } from './ssh.js';
 import type { Vars } from './template.js';
+
+/** Where `sealimg cert` keeps the extra apiserver names (comma-separated). */
+export const ALT_NAMES_ANNOTATION = 'sealimg.io/alt-names';
 
 const KUBEADM_KINDS = ['InitConfiguration', 'ClusterConfiguration', 'JoinConfiguration', 'KubeletConfiguration', 'KubeProxyConfiguration'];
 
@@ -187,9 +190,14 @@ export class KubeInstaller {
     return out;
   }
 
+  /** `sealimg cert --alt-names`: kept in the Clusterfile, so later joins and runs keep them. */
+  private get altNames(): string[] {
+    return (this.c.cf.annotation(ALT_NAMES_ANNOTATION) ?? '').split(',').filter(Boolean);
+  }
+
   private async documents(extra: { token?: string; caCertHash?: string } = {}) {
     const overrides = KUBEADM_KINDS.flatMap((k) => this.c.cf.documentsOfKind(k));
-    return kubeadmDocuments({ kubeVersion: this.c.plan.version, masters: await this.masterList(), vip: this.c.plan.vip, imageRepository: this.c.plan.registry, overrides, ...extra });
+    return kubeadmDocuments({ kubeVersion: this.c.plan.version, masters: await this.masterList(), vip: this.c.plan.vip, imageRepository: this.c.plan.registry, certSANs: this.altNames, overrides, ...extra });
   }
 
   private pkiOptions(docs: Array<Record<string, unknown>>, ms: Array<{ name: string; ip: string }>) {
@@ -224,11 +232,13 @@ export class KubeInstaller {
       return `certificates for ${ms.map((m) => m.name).join(', ')}`;
     }, !files.has('pki/apiserver.crt'));
     const caHash = caCertHash(files.get('pki/ca.crt')!);
+    const sansKey = c.keyOf(this.altNames);
 
     // 2. kubeadm init on master0 with sealimg's certificates and kubeconfigs in place.
     const initYaml = kubeadmYaml(docs, ['InitConfiguration', 'ClusterConfiguration', 'KubeletConfiguration', 'KubeProxyConfiguration']);
     const m0 = this.m0;
-    await c.step(`Kube/Init/${m0.name}`, c.keyOf(certsKey, initYaml, caHash), async () => {
+    // Keyed on master0 and the CA only: masters added later, or new SANs, never run init again.
+    await c.step(`Kube/Init/${m0.name}`, c.keyOf(m0.ip, caHash), async () => {
       const s = await c.session(m0);
       const config = `${c.dir.remoteRootfs()}/etc/kubeadm-init.yaml`;
       c.say(`${m0.name}: kubeadm init`);
@@ -242,11 +252,12 @@ export class KubeInstaller {
       await writeFileAtomic(join(c.dir.etc, 'admin.conf'), admin.stdout, 0o600);
       return 'control plane initialised';
     });
+    await c.step(`Kube/ApiserverCert/${m0.name}`, sansKey, async () => 'made with the control plane');
 
     // 3. The other masters, one at a time (etcd grows one member at a time).
     for (const [i, m] of masters(c.hosts).entries()) {
       if (i === 0) continue;
-      await c.step(`Kube/Join/${m.name}`, c.keyOf(certsKey, caHash, 'master'), async () => {
+      await c.step(`Kube/Join/${m.name}`, c.keyOf(caHash, 'master'), async () => {
         const s = await c.session(m);
         const name = await this.nodeName(m);
         c.say(`${m.name}: kubeadm join (control plane)`);
@@ -262,6 +273,27 @@ export class KubeInstaller {
         await c.setHosts(s, m, m.ip);
         await this.kubeconfigForRoot(m);
         return `joined as control plane ${name}`;
+      });
+      await c.step(`Kube/ApiserverCert/${m.name}`, sansKey, async () => 'made with the control plane');
+    }
+
+    // 3b. New apiserver SANs (`sealimg cert`) on masters made before them: a new certificate, the apiserver restarted.
+    for (const [i, m] of masters(c.hosts).entries()) {
+      await c.step(`Kube/ApiserverCert/${m.name}`, sansKey, async () => {
+        const s = await c.session(m);
+        c.say(`${m.name}: apiserver certificate for ${this.altNames.join(', ')}`);
+        const own = await new PkiBuilder(this.pkiOptions(docs, [ms[i]!, ...ms.filter((_, j) => j !== i)])).build(shared(files));
+        const certs = new Map([...own].filter(([rel]) => rel === 'pki/apiserver.crt' || rel === 'pki/apiserver.key'));
+        await putFiles(s, toRemote(certs), 'apiserver certificate', c.signal);
+        // kubelet starts the static pod again once its container stops.
+        await this.exec(m, 'if command -v crictl >/dev/null; then crictl ps -q --name kube-apiserver | xargs -r crictl stop; fi', 'restart apiserver');
+        if (i === 0) {
+          const config = `${c.dir.remoteRootfs()}/etc/kubeadm-init.yaml`;
+          await putFiles(s, [{ path: config, content: initYaml, mode: 0o600 }], 'kubeadm config', c.signal);
+          // The cluster's kubeadm-config keeps the SANs, so `kubeadm upgrade` makes them again.
+          await this.exec(m, `kubeadm init phase upload-config kubeadm --config ${shellQuote(config)}`, 'kubeadm upload-config');
+        }
+        return `apiserver certificate with ${this.altNames.join(', ')}`;
       });
     }
 
@@ -327,4 +359,18 @@ export function lbModeOf(v: string | undefined): LbMode {
   if (v === undefined || v === '' || v === 'lvscare') return 'lvscare';
   if (v === 'haproxy') return 'haproxy';
   throw new SealimgError('USAGE', `--lb "${v}" is not lvscare or haproxy`);
+}
+
+/** What undoes Kubernetes on a host: kubeadm reset (which also leaves etcd on a master), the LB service and files. */
+export function kubeCleanupScript(dir: ClusterDir): string {
+  const unit = haproxyUnit(dir.name);
+  return [
+    `PATH=${shellQuote(`${dir.remoteRootfs()}/bin`)}:$PATH; export PATH`,
+    'if [ -e /etc/kubernetes/kubelet.conf ] || [ -e /etc/kubernetes/manifests ] || [ -e /etc/kubernetes/admin.conf ]; then if command -v kubeadm >/dev/null; then kubeadm reset -f; fi; fi',
+    `if [ -f /etc/systemd/system/${unit}.service ]; then systemctl disable --now ${unit} || true; rm -f /etc/systemd/system/${unit}.service; systemctl daemon-reload || true; fi`,
+    `rm -rf ${shellQuote(dirname(haproxyConfigPath(dir.name)))} ${shellQuote(LVSCARE_MANIFEST)}`,
+    'if ip link show lvscare >/dev/null 2>&1; then ip link del lvscare; fi',
+    'rm -f "$HOME/.kube/config"',
+    'true',
+  ].join('\n');
 }

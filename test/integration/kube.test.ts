@@ -69,7 +69,8 @@ test.before(async () => {
   await copyFile('/usr/sbin/haproxy', join(context, 'bin', 'haproxy'));
   const b = await sealimg(ctx.root, ['build', '-q', '-t', 'example.com/kube-standins:v1.28.3', context]);
   assert.is(b.code, 0, b.stderr + b.stdout);
-  ctx.hosts = await createTestHosts({ count: 5 });
+  // Hosts 0-2 masters, 3-4 nodes, 5 added later.
+  ctx.hosts = await createTestHosts({ count: 6 });
   const ips = ctx.hosts.hosts.map((h) => h.ip);
   // A sealos-shaped Clusterfile with kubeadm documents overriding the defaults.
   ctx.clusterfile = join(await tmpDir(), 'Clusterfile');
@@ -259,6 +260,80 @@ test('the same run again does nothing', async () => {
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, 'nothing to do');
   assert.equal(await allCalls(), before);
+});
+
+const cfHosts = async () => {
+  const cf = parseAllDocuments(await readFile(join(ctx.home, 'default', 'Clusterfile'), 'utf8'))[0]!.toJS();
+  return (cf.spec.hosts as Array<{ ips: string[]; roles: string[] }>).flatMap((h) => h.ips.map((ip) => `${ip} ${h.roles.includes('master') ? 'master' : 'node'}`)).sort();
+};
+
+test('add a node: it gets the LB to every master and joins; other hosts only see the fresh token made', async () => {
+  const before = await Promise.all(ctx.hosts.hosts.map((_, i) => calls(i)));
+  const r = await runSealimg(['add', '--nodes', host(5).ip]);
+  assert.is(r.code, 0, r.stderr);
+  const after = await Promise.all(ctx.hosts.hosts.map((_, i) => calls(i)));
+  for (const i of [1, 2, 3, 4]) assert.equal(after[i], before[i], `${host(i).hostname} was not touched`);
+  assert.equal(after[5]!.filter((c) => /^(restart|join)/.test(c.args)).map((c) => `${c.tool} ${c.args.split(' ')[0]}`), ['systemctl restart', 'kubeadm join']);
+  for (const m of M) assert.match(await sh(host(5), 'cat /etc/sealimg/default/haproxy.cfg'), `${host(m).ip}:6443`);
+  assert.ok((await cfHosts()).includes(`${host(5).ip} node`));
+  const again = await runSealimg(['run']);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stderr, 'nothing to do');
+});
+
+test('cert --alt-names: a new apiserver certificate with the names on every master, apiserver restarted, kept in the Clusterfile', async () => {
+  const r = await runSealimg(['cert', '--alt-names', 'api2.example.test,192.0.2.77']);
+  assert.is(r.code, 0, r.stderr);
+  for (const i of M) {
+    const h = host(i);
+    const sans = await sh(h, 'openssl x509 -in /etc/kubernetes/pki/apiserver.crt -noout -ext subjectAltName');
+    for (const want of ['DNS:api2.example.test', 'IP Address:192.0.2.77', 'DNS:api.example.test', `IP Address:${h.ip}`]) assert.match(sans, want, `${h.hostname}: ${want}`);
+    assert.match(await sh(h, 'cd /etc/kubernetes/pki && openssl verify -CAfile ca.crt apiserver.crt'), 'apiserver.crt: OK');
+    assert.ok((await calls(i)).some((c) => c.tool === 'crictl' && c.args.startsWith('stop')), `${h.hostname}: apiserver restarted`);
+  }
+  assert.ok((await calls(0)).some((c) => c.args.startsWith('init phase upload-config kubeadm')));
+  assert.match(await readFile(join(ctx.home, 'default', 'Clusterfile'), 'utf8'), 'sealimg.io/alt-names: api2.example.test,192.0.2.77');
+  const again = await runSealimg(['cert', '--alt-names', 'api2.example.test']);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stderr, 'already has');
+});
+
+test('delete a master: drained on master0, reset, its etcd member checked, every LB updated, the Clusterfile updated', async () => {
+  const before = await Promise.all(ctx.hosts.hosts.map((_, i) => calls(i)));
+  const r = await runSealimg(['delete', '--masters', host(2).ip]);
+  assert.is(r.code, 0, r.stderr);
+  const after = await Promise.all(ctx.hosts.hosts.map((_, i) => calls(i)));
+  const m0new = after[0]!.slice(before[0]!.length).map((c) => `${c.tool} ${c.args}`);
+  assert.match(m0new[0]!, `kubectl --kubeconfig /etc/kubernetes/admin.conf drain ${host(2).hostname} --ignore-daemonsets`);
+  assert.match(m0new[1]!, `delete node ${host(2).hostname}`);
+  assert.match(m0new[2]!, 'etcdctl');
+  assert.ok(after[2]!.slice(before[2]!.length).some((c) => c.tool === 'kubeadm' && c.args.startsWith('reset')), 'kubeadm reset on the deleted master');
+  assert.is((await host(2).sh('ls /etc/kubernetes/pki 2>&1; grep -c sealimg /etc/hosts; ls /var/lib/sealimg/data 2>&1')).stdout.includes('ca.crt'), false);
+  for (const i of [3, 4, 5]) {
+    const cfg = await sh(host(i), 'cat /etc/sealimg/default/haproxy.cfg');
+    assert.not.match(cfg, `${host(2).ip}:6443`, `${host(i).hostname}: LB no longer sends to the deleted master`);
+    assert.match(cfg, `${host(1).ip}:6443`);
+    assert.ok(after[i]!.slice(before[i]!.length).some((c) => c.args.startsWith('restart')), `${host(i).hostname}: LB restarted`);
+  }
+  assert.equal(after[1], before[1], 'the other master was not touched');
+  assert.equal(await cfHosts(), [0, 1, 3, 4, 5].map((i) => `${host(i).ip} ${i < 3 ? 'master' : 'node'}`).sort());
+  // master0's stand-in was stopped above: the node still reaches the one master left.
+  const out = await sh(host(3), 'curl -sS --max-time 5 --cacert /root/ca.crt https://apiserver.cluster.local:6443/healthz');
+  assert.is(out, `ok ${host(1).hostname}`);
+  const again = await runSealimg(['run']);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stderr, 'nothing to do');
+});
+
+test('reset undoes Kubernetes and the LB on every host', async () => {
+  const r = await runSealimg(['reset']);
+  assert.is(r.code, 0, r.stderr);
+  for (const i of [0, 1, 3, 4, 5]) {
+    const h = host(i);
+    assert.is((await h.sh('ls /etc/kubernetes/manifests /etc/kubernetes/pki /etc/sealimg/default 2>/dev/null | wc -l')).stdout.trim(), '0', h.hostname);
+    assert.is((await h.sh('grep -c sealimg /etc/hosts || true')).stdout.trim(), '0');
+  }
+  assert.is((await host(3).sh('pgrep -x haproxy || echo none')).stdout.trim(), 'none', 'the LB service is stopped');
 });
 
 test.run();
