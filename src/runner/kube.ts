@@ -157,6 +157,8 @@ const toRemote = (files: PkiFiles, skip: string[] = []): RemoteFile[] =>
 export class KubeInstaller {
   private names = new Map<RunHost, string>();
   private token?: string;
+  /** Masters whose apiserver certificate this run made (init, join): already with today's names. */
+  private madeNow = new Set<RunHost>();
 
   constructor(private readonly c: KubeContext) {}
 
@@ -242,6 +244,7 @@ export class KubeInstaller {
       const s = await c.session(m0);
       const config = `${c.dir.remoteRootfs()}/etc/kubeadm-init.yaml`;
       c.say(`${m0.name}: kubeadm init`);
+      this.madeNow.add(m0);
       await this.resetIfHalfDone(m0, '/etc/kubernetes/manifests/kube-apiserver.yaml');
       await putFiles(s, [...toRemote(files), { path: config, content: initYaml, mode: 0o600 }], 'kubernetes certificates', c.signal);
       // certs and kubeconfig are sealimg's (99 years); kubeadm only checks and uses them.
@@ -252,7 +255,9 @@ export class KubeInstaller {
       await writeFileAtomic(join(c.dir.etc, 'admin.conf'), admin.stdout, 0o600);
       return 'control plane initialised';
     });
-    await c.step(`Kube/ApiserverCert/${m0.name}`, sansKey, async () => 'made with the control plane');
+    // Made just now with today's names: recorded, so 3b leaves it be.
+    const fresh = new Set<RunHost>();
+    if (this.madeNow.has(m0)) fresh.add(m0);
 
     // 3. The other masters, one at a time (etcd grows one member at a time).
     for (const [i, m] of masters(c.hosts).entries()) {
@@ -261,6 +266,7 @@ export class KubeInstaller {
         const s = await c.session(m);
         const name = await this.nodeName(m);
         c.say(`${m.name}: kubeadm join (control plane)`);
+        this.madeNow.add(m);
         await this.resetIfHalfDone(m, '/etc/kubernetes/kubelet.conf');
         await c.setHosts(s, m, m0.ip);
         // Its own serving certificates (its name and IP first), the shared CAs and keys as master0's.
@@ -274,8 +280,9 @@ export class KubeInstaller {
         await this.kubeconfigForRoot(m);
         return `joined as control plane ${name}`;
       });
-      await c.step(`Kube/ApiserverCert/${m.name}`, sansKey, async () => 'made with the control plane');
+      if (this.madeNow.has(m)) fresh.add(m);
     }
+    for (const m of fresh) await c.step(`Kube/ApiserverCert/${m.name}`, sansKey, async () => 'made with the control plane');
 
     // 3b. New apiserver SANs (`sealimg cert`) on masters made before them: a new certificate, the apiserver restarted.
     for (const [i, m] of masters(c.hosts).entries()) {
