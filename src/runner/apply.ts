@@ -15,6 +15,7 @@ import { Clusterfile } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
 import { distributeTree } from './distribute.js';
 import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
+import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, type KubePlan } from './kube.js';
 import { resolveImages, type RunImage } from './images.js';
 import { mergeEnv, mountAll, type MountResult } from './mount.js';
 import { SshPool, shellQuote, type SshSession } from './ssh.js';
@@ -36,7 +37,14 @@ export interface ApplyOptions {
   /** How many hosts are worked on at once (default 5). */
   parallel?: number;
   version: string;
+  /** The nodes' apiserver load balancer: lvscare (default) or haproxy (--lb). */
+  lb?: string;
+  /** `add` and `delete`: the desired hosts may differ from the cluster's. */
+  hostsChange?: boolean;
 }
+
+/** Where the Clusterfile keeps the LB mode (sealos' schema has no field for it). */
+export const LB_ANNOTATION = 'sealimg.io/lb';
 
 /** sealos' hook labels, in the order they run at bootstrap. */
 const BOOT_HOOKS = ['check', 'init-registry', 'init-cri', 'init'] as const;
@@ -134,8 +142,8 @@ export class Applier {
    * records the outcome. Without a key the step always runs (it is
    * incremental by itself, as distribution is).
    */
-  private async step(type: string, key: string | undefined, fn: () => Promise<string | void>): Promise<void> {
-    if (key !== undefined && this.done(type, key)) return;
+  private async step(type: string, key: string | undefined, fn: () => Promise<string | void>, force = false): Promise<void> {
+    if (!force && key !== undefined && this.done(type, key)) return;
     try {
       const message = await fn();
       this.cf.setCondition({ type, status: 'True', reason: key ?? 'Done', message: message || 'done' });
@@ -158,7 +166,8 @@ export class Applier {
     if (current) {
       const have = current.spec();
       const hostKey = (s: typeof have) => JSON.stringify(hostsOf(s).map((h) => [h.name, [...h.roles].sort()]));
-      if (hostKey(have) !== hostKey(want) && current.phase === 'ClusterSuccess') {
+      const hostsChanged = hostKey(have) !== hostKey(want);
+      if (hostsChanged && current.phase === 'ClusterSuccess' && !this.opts.hostsChange) {
         throw new SealimgError('USAGE', `cluster ${dir.name} already runs on other hosts`, { hint: "use 'sealimg add' or 'sealimg delete' to change hosts, or 'sealimg reset' first" });
       }
       const merged = [...have.image, ...want.image.filter((i) => !have.image.includes(i))];
@@ -166,7 +175,7 @@ export class Applier {
       this.cf = desired;
       this.cf.adoptStatus(current);
       this.cf.setImages(merged);
-      if (current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
+      if (!hostsChanged && current.phase === 'ClusterSuccess' && merged.length === have.image.length && !this.opts.cmd) {
         await this.save(); // new credentials, say, are kept for the next command
         say(`Cluster ${dir.name} already runs ${have.image.join(', ')}: nothing to do`);
         return false;
@@ -186,7 +195,12 @@ export class Applier {
       say(`Mounting ${images.length} image${images.length === 1 ? '' : 's'}`);
       const mounted = await mountAll(this.opts.store, dir, images, vars, this.cf.configs(), this.opts.signal);
       await this.distribute(hosts, mounted);
-      await this.bootstrap(hosts, images, vars);
+      // --lb, else what this cluster was made with (a Clusterfile given again may not say).
+      const lb = lbModeOf(this.opts.lb ?? current?.annotation(LB_ANNOTATION) ?? this.cf.annotation(LB_ANNOTATION));
+      this.cf.setAnnotation(LB_ANNOTATION, lb);
+      const kube = kubePlan(images, mounted.rootfs, vars, lb);
+      await this.bootstrap(hosts, images, vars, kube);
+      if (kube) await new KubeInstaller(this.kubeContext(hosts, kube, vars)).install();
       await this.guest(hosts, images, mounted, vars, spec.command);
       this.cf.setPhase('ClusterSuccess');
       await this.save();
@@ -265,17 +279,42 @@ export class Applier {
     }
   }
 
-  private async bootstrap(hosts: RunHost[], images: RunImage[], vars: Vars): Promise<void> {
+  /** This cluster's /etc/hosts lines on a host: the registry domain, and apiserver.cluster.local where Kubernetes is installed. */
+  private hostsLines(hosts: RunHost[], h: RunHost, vars: Vars, apiserver?: string): string[] {
+    const lines = [`${registryHost(hosts).ip} ${vars.registryDomain ?? 'sealos.hub'}`];
+    if (apiserver) lines.push(`${apiserver} apiserver.cluster.local`);
+    return lines;
+  }
+
+  private kubeContext(hosts: RunHost[], plan: KubePlan, vars: Vars) {
+    return {
+      dir: this.opts.dir,
+      cf: this.cf,
+      hosts,
+      plan,
+      say: this.opts.say,
+      signal: this.opts.signal,
+      parallel: this.opts.parallel ?? 5,
+      session: (h: RunHost) => this.session(h),
+      step: (type: string, key: string | undefined, fn: () => Promise<string | void>, force?: boolean) => this.step(type, key, fn, force),
+      done: (type: string, key: string) => this.done(type, key),
+      setHosts: (s: SshSession, h: RunHost, apiserver: string) => setHostsBlock(s, this.opts.dir.name, this.hostsLines(hosts, h, vars, apiserver)),
+      inParallel: <T>(items: T[], fn: (item: T) => Promise<void>) => inParallel(items, this.opts.parallel ?? 5, fn),
+      keyOf,
+    };
+  }
+
+  private async bootstrap(hosts: RunHost[], images: RunImage[], vars: Vars, kube?: KubePlan): Promise<void> {
     const reg = registryHost(hosts);
     const base = images.filter((i) => i.type !== 'application');
-    const key = keyOf(base.map((i) => i.descriptor.digest), vars);
-    const domain = vars.registryDomain ?? 'sealos.hub';
+    const key = keyOf(base.map((i) => i.descriptor.digest), vars, kube ?? null);
     const one = async (h: RunHost) => {
       await this.step(`Bootstrap/${h.name}`, key, async () => {
         const s = await this.session(h);
         const hooks = (names: readonly string[]) => this.hooks(s, h, base, vars, names);
         await hooks(['check']);
-        await setHostsBlock(s, this.opts.dir.name, [`${reg.ip} ${domain}`]);
+        const joined = this.cf.conditions().some((c) => c.type === `Kube/Join/${h.name}` && c.status === 'True');
+        await setHostsBlock(s, this.opts.dir.name, this.hostsLines(hosts, h, vars, kube && apiserverAddress(h, hosts, kube, joined)));
         if (h === reg) await hooks(['init-registry']);
         await hooks(['init-cri', 'init']);
       });

@@ -152,6 +152,38 @@ export class Clusterfile {
     };
   }
 
+  /** metadata.annotations[key]: where sealimg keeps choices sealos' schema has no field for (the LB mode). */
+  annotation(key: string): string | undefined {
+    const v = this.cluster.getIn(['metadata', 'annotations', key]);
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  setAnnotation(key: string, value: string): void {
+    if (!isMap(this.cluster.getIn(['metadata', 'annotations']))) this.cluster.setIn(['metadata', 'annotations'], new YAMLMap());
+    this.cluster.setIn(['metadata', 'annotations', key], value);
+  }
+
+  /** Adds addresses as a new spec.hosts entry with these roles (they take the cluster's ssh settings). */
+  addHosts(ips: string[], roles: string[]): void {
+    const hosts = (this.cluster.toJS() as { spec: { hosts: unknown[] } }).spec.hosts;
+    this.cluster.setIn(['spec', 'hosts'], [...hosts, { ips, roles }]);
+    this.spec();
+  }
+
+  /** Removes an address (as `ip` or `ip:port`) from spec.hosts; an entry left without addresses goes. */
+  removeHost(name: string, matches: (addr: string) => boolean): void {
+    const hosts = (this.cluster.toJS() as { spec: { hosts: Array<{ ips: string[] }> } }).spec.hosts;
+    const kept = hosts.map((h) => ({ ...h, ips: h.ips.filter((a) => !matches(a)) })).filter((h) => h.ips.length > 0);
+    if (kept.reduce((n, h) => n + h.ips.length, 0) === hosts.reduce((n, h) => n + h.ips.length, 0)) throw new SealimgError('USAGE', `${name} is not a host of this cluster`);
+    this.cluster.setIn(['spec', 'hosts'], kept);
+  }
+
+  /** Forgets the recorded steps that `drop` selects (a deleted host's), so adding it again starts afresh. */
+  dropConditions(drop: (c: Condition) => boolean): void {
+    this.ensureStatus();
+    this.cluster.setIn(['status', 'conditions'], this.conditions().filter((c) => !drop(c)));
+  }
+
   setImages(images: string[]): void {
     this.cluster.setIn(['spec', 'image'], images);
   }

@@ -155,6 +155,12 @@ export function kubeadmDocuments(input: KubeadmInput): Doc[] {
     if (!target) throw invalid('document', `of kind ${JSON.stringify(kind)} is not one of ${Object.keys(byKind).join(', ')}`);
     const { apiVersion: _ignored, ...fields } = o;
     byKind[kind] = overlay(target, normalizeExtraArgs(api, fields) as Doc);
+    const extra = kind === 'ClusterConfiguration' && isObj(fields.apiServer) ? fields.apiServer.certSANs : undefined;
+    if (extra !== undefined) {
+      if (!Array.isArray(extra) || extra.some((x) => typeof x !== 'string')) throw invalid('ClusterConfiguration.apiServer.certSANs', 'must be a list of strings');
+      // Added to sealimg's names, never replacing them: without the masters and the VIP nothing could reach the apiserver.
+      (byKind[kind]!.apiServer as Doc).certSANs = [...new Set([...sans, ...(extra as string[])])];
+    }
   }
 
   const c = byKind.ClusterConfiguration!;

@@ -231,6 +231,12 @@ export class PkiBuilder {
     out.set('controller-manager.conf', this.kubeconfig(ca, 'system:kube-controller-manager', controller));
     out.set('scheduler.conf', this.kubeconfig(ca, 'system:kube-scheduler', scheduler));
     out.set('kubelet.conf', this.kubeconfig(ca, `system:node:${master0.name}`, kubelet));
+    if (minor >= 29) {
+      // From 1.29 kubeadm init binds kubeadm:cluster-admins with this break-glass identity; sealimg
+      // skips kubeadm's kubeconfig phase, so it must make it too.
+      const superAdmin = await this.leaf(ca, 'CN=kubernetes-super-admin, O=system:masters', ['client']);
+      out.set('super-admin.conf', this.kubeconfig(ca, 'kubernetes-super-admin', superAdmin));
+    }
     return out;
   }
 }

@@ -8,8 +8,9 @@ import { rm } from 'node:fs/promises';
 import { SealimgError } from '../errors.js';
 import { CLEAN_HOOKS, archiveClusterfile, loadClusterfile, openPool, setHostsBlock } from './apply.js';
 import { REMOTE_DATA, type ClusterDir } from './cluster-dir.js';
-import { hostsOf, registryHost, sshTarget } from './hosts.js';
-import { shellQuote } from './ssh.js';
+import { hostsOf, registryHost, sshTarget, type RunHost } from './hosts.js';
+import { kubeCleanupScript } from './kube.js';
+import { shellQuote, type SshSession } from './ssh.js';
 
 export interface ResetOptions {
   dir: ClusterDir;
@@ -27,6 +28,7 @@ export async function resetCluster(opts: ResetOptions): Promise<{ archived: stri
   const reg = registryHost(hosts);
   const labels: Record<string, string> = {};
   for (const m of cf.mounts()) if (m.type !== 'application') Object.assign(labels, m.labels);
+  const kube = cf.conditions().some((c) => c.type.startsWith('Kube/'));
   const pool = openPool(dir, { insecureSkipHostKeyCheck: opts.insecureSkipHostKeyCheck, say });
   const failed: string[] = [];
   try {
@@ -34,18 +36,7 @@ export async function resetCluster(opts: ResetOptions): Promise<{ archived: stri
       hosts.map(async (h) => {
         try {
           const s = pool.host(await sshTarget(h));
-          const scripts = `${dir.remoteRootfs()}/scripts`;
-          // The hooks are the ones the run recorded; the rootfs on the host still holds their scripts.
-          for (const hook of CLEAN_HOOKS) {
-            if (hook === 'clean-registry' && h !== reg) continue;
-            const script = labels[hook];
-            const guard = script ? 'true' : `test -f ${hook}.sh`;
-            say(`${h.name}: ${hook}`);
-            await s.exec(`cd ${shellQuote(scripts)} 2>/dev/null || exit 0; if ${guard}; then bash ${script ?? `${hook}.sh`}; fi`, { step: `${hook} hook`, signal: opts.signal });
-          }
-          await setHostsBlock(s, dir.name, []);
-          await s.exec(`rm -rf -- ${shellQuote(dir.remoteRoot())} && rmdir -p --ignore-fail-on-non-empty ${shellQuote(REMOTE_DATA)}`, { step: 'remove files', signal: opts.signal });
-          say(`${h.name}: reset`);
+          await resetHost(s, h, { dir, labels, isRegistry: h === reg, kube, say, signal: opts.signal });
         } catch (e) {
           if (!opts.force) throw e;
           failed.push(h.name);
@@ -60,4 +51,29 @@ export async function resetCluster(opts: ResetOptions): Promise<{ archived: stri
   for (const p of ['rootfs', 'applications', 'mounts', 'state']) await rm(`${dir.dir}/${p}`, { recursive: true, force: true });
   const archived = await archiveClusterfile(dir);
   return { archived, failed };
+}
+
+/** Undoes the cluster on one host: Kubernetes (kubeadm reset, the LB), the clean hooks, its /etc/hosts lines, its files. */
+export async function resetHost(
+  s: SshSession,
+  h: RunHost,
+  o: { dir: ClusterDir; labels: Record<string, string>; isRegistry: boolean; kube: boolean; say: (l: string) => void; signal?: AbortSignal },
+): Promise<void> {
+  const { dir, labels, say } = o;
+  if (o.kube) {
+    say(`${h.name}: kubeadm reset`);
+    await s.exec(kubeCleanupScript(dir), { step: 'kubeadm reset', signal: o.signal });
+  }
+  const scripts = `${dir.remoteRootfs()}/scripts`;
+  // The hooks are the ones the run recorded; the rootfs on the host still holds their scripts.
+  for (const hook of CLEAN_HOOKS) {
+    if (hook === 'clean-registry' && !o.isRegistry) continue;
+    const script = labels[hook];
+    const guard = script ? 'true' : `test -f ${hook}.sh`;
+    say(`${h.name}: ${hook}`);
+    await s.exec(`cd ${shellQuote(scripts)} 2>/dev/null || exit 0; if ${guard}; then bash ${script ?? `${hook}.sh`}; fi`, { step: `${hook} hook`, signal: o.signal });
+  }
+  await setHostsBlock(s, dir.name, []);
+  await s.exec(`rm -rf -- ${shellQuote(dir.remoteRoot())} && rmdir -p --ignore-fail-on-non-empty ${shellQuote(REMOTE_DATA)}`, { step: 'remove files', signal: o.signal });
+  say(`${h.name}: reset`);
 }

@@ -20,6 +20,8 @@ ${HOST_HELP}
   -f, --file FILE               a Clusterfile (apps.sealos.io/v1beta1 Cluster)
   -e, --env K=V                 environment for templates and hooks (repeatable)
       --cmd CMD                 replaces the first image's CMD (repeatable)
+      --lb lvscare|haproxy      the nodes' apiserver load balancer (default lvscare: ipvs;
+                                haproxy for kernels without ipvs); kept for later runs
 ${CLUSTER_HELP}
       --plain-http, --tls-verify=false, --ca-file, --authfile   for images pulled from registries`,
   options: {
@@ -28,6 +30,7 @@ ${CLUSTER_HELP}
     file: { type: 'string', short: 'f' },
     env: { type: 'string', short: 'e', multiple: true },
     cmd: { type: 'string', multiple: true },
+    lb: { type: 'string' },
     'plain-http': { type: 'boolean' },
     'tls-verify': { type: 'string' },
     'ca-file': { type: 'string' },
@@ -56,6 +59,7 @@ ${CLUSTER_HELP}
         say: say(ctx),
         signal: ctx.signal,
         version: pkg.version,
+        lb: flags.lb as string | undefined,
       }).apply(desired);
     } finally {
       await store.close();
