@@ -14,7 +14,7 @@ import { withLock } from '../src/content/fsutil.js';
 import { isManifest } from '../src/oci/mediatypes.js';
 import { childrenOf } from '../src/oci/validate.js';
 import { mkdir, readdir, stat } from 'node:fs/promises';
-import { removeDir, type DistributionStorage } from './storage/distribution.js';
+import { removeDir, type DistributionStorage } from '../src/content/distribution/storage.js';
 
 export interface GcOptions {
   dryRun?: boolean;

@@ -5,7 +5,7 @@
  * `http.createServer(createRegistryHandler(storage))`.
  *
  * Bytes stream between socket and disk; a manifest (4 MiB at most) is the only
- * body read whole. Upload sessions live on disk (storage/uploads.ts), so they
+ * body read whole. Upload sessions live on disk (uploads.ts), so they
  * outlive the process.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -16,9 +16,9 @@ import { OCI_INDEX } from '../src/oci/mediatypes.js';
 import { MAX_MANIFEST_SIZE } from '../src/oci/validate.js';
 import { apiError, toApiError, writeError, type ApiError } from './errors.js';
 import { route, splitUrl, type Route } from './routes.js';
-import type { DistributionStorage, Repository } from './storage/distribution.js';
-import { checkRepositoryName, checkTag, isRepositoryName } from './storage/layout.js';
-import { Uploads } from './storage/uploads.js';
+import type { DistributionStorage, Repository } from '../src/content/distribution/storage.js';
+import { checkRepositoryName, checkTag, isRepositoryName } from '../src/content/distribution/layout.js';
+import { Uploads } from './uploads.js';
 import type { PullThrough, ProxyTarget } from './proxy.js';
 
 /** What a request needs to be allowed to do, in the token scope grammar (`repository:NAME:pull,push`). */

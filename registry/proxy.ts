@@ -20,8 +20,8 @@ import { isDigest, parseDigest } from '../src/oci/digest.js';
 import { RemoteStore } from '../src/content/remote.js';
 import { header, readText, type RegistryOptions } from '../src/content/registry-client.js';
 import { fetchAll } from '../src/content/store.js';
-import type { DistributionStorage, StoredManifest } from './storage/distribution.js';
-import { isRepositoryName } from './storage/layout.js';
+import type { DistributionStorage, StoredManifest } from '../src/content/distribution/storage.js';
+import { isRepositoryName } from '../src/content/distribution/layout.js';
 
 const MAX_REMOTES = 256;
 

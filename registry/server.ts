@@ -11,7 +11,7 @@ import { SealimgError } from '../src/errors.js';
 import { HtpasswdAuth } from './auth.js';
 import { TokenAuth } from './token.js';
 import { createRegistryHandler, type RequestLog } from './handler.js';
-import { DistributionStorage } from './storage/distribution.js';
+import { DistributionStorage } from '../src/content/distribution/storage.js';
 import { PullThrough, parseProxySpec } from './proxy.js';
 import type { RegistryOptions } from '../src/content/registry-client.js';
 

@@ -10,8 +10,8 @@ import { RegistryClient, header, readText, type RegistryOptions } from '../src/c
 import { RemoteStore } from '../src/content/remote.js';
 import { canClose, type ReadOnlyStore, type Store } from '../src/content/store.js';
 import { SealimgError } from '../src/errors.js';
-import { DistributionStorage } from './storage/distribution.js';
-import { RepositoryStore } from './storage/store.js';
+import { DistributionStorage } from '../src/content/distribution/storage.js';
+import { RepositoryStore } from '../src/content/distribution/store.js';
 
 /** One side of a sync: what it holds, and a store per repository. */
 export interface SyncEndpoint {

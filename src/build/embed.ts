@@ -83,7 +83,7 @@ export async function embedImages(images: string[], dir: string, opts: EmbedOpti
     }
     owners.set(repository, source);
   }
-  const { DistributionStore } = await import('../../registry/storage/store.js');
+  const { DistributionStore } = await import('../content/distribution/store.js');
   const dst = await DistributionStore.open(dir, { create: true });
   // The first failure stops the other copies.
   const stop = new AbortController();

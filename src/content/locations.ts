@@ -64,8 +64,8 @@ export const factories: Record<LocationKind, StoreFactory> = {
   },
   // A CNCF registry storage directory (`distribution:DIR:REPO:TAG`); the store lives with the registry server.
   distribution: {
-    source: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!),
-    destination: async (loc) => (await import('../../registry/storage/store.js')).DistributionStore.open(loc.path!, { create: true }),
+    source: async (loc) => (await import('./distribution/store.js')).DistributionStore.open(loc.path!),
+    destination: async (loc) => (await import('./distribution/store.js')).DistributionStore.open(loc.path!, { create: true }),
   },
   // Loaded on demand: only commands that reach a registry pay for the HTTP stack.
   registry: {

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { copy } from '../../src/content/copy.js';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { fetchAll } from '../../src/content/store.js';
-import { DistributionStore } from '../../registry/storage/store.js';
+import { DistributionStore } from '../../src/content/distribution/store.js';
 import { startRegistry as startDistribution, type TestRegistry as RunningRegistry } from '../helpers/registry.js';
 import { ok, sealimg } from '../helpers/cli.js';
 import { makeImage, makeIndex } from '../helpers/images.js';

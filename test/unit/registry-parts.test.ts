@@ -6,8 +6,8 @@ import { accessFor, parseRange } from '../../registry/handler.js';
 import { parseProxySpec, PullThrough } from '../../registry/proxy.js';
 import { route, splitUrl } from '../../registry/routes.js';
 import { parseAddr } from '../../registry/server.js';
-import { isRepositoryName } from '../../registry/storage/layout.js';
-import type { DistributionStorage } from '../../registry/storage/distribution.js';
+import { isRepositoryName } from '../../src/content/distribution/layout.js';
+import type { DistributionStorage } from '../../src/content/distribution/storage.js';
 
 const test = suite('registry parts');
 

@@ -125,7 +125,7 @@ export function parseDuration(s: string, flag: string): number {
 }
 
 async function gc(ctx: Context, flags: Record<string, unknown>): Promise<number> {
-  const { DistributionStorage } = await import('../../../registry/storage/distribution.js');
+  const { DistributionStorage } = await import('../../content/distribution/storage.js');
   const { collectGarbage } = await import('../../../registry/gc.js');
   const root = registryRoot(ctx);
   const storage = await DistributionStorage.open(root);

@@ -14,9 +14,9 @@ import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { SealimgError, errnoCode } from '../../src/errors.js';
-import { parseDigest } from '../../src/oci/digest.js';
-import { removeDir, type DistributionStorage } from './distribution.js';
+import { SealimgError, errnoCode } from '../src/errors.js';
+import { parseDigest } from '../src/oci/digest.js';
+import { removeDir, type DistributionStorage } from '../src/content/distribution/storage.js';
 
 interface HashState {
   hash: Hash;

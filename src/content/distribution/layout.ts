@@ -15,8 +15,8 @@
  * under v2/ for blob ingest temp files.
  */
 import { join } from 'node:path';
-import { SealimgError } from '../../src/errors.js';
-import { parseDigest } from '../../src/oci/digest.js';
+import { SealimgError } from '../../errors.js';
+import { parseDigest } from '../../oci/digest.js';
 
 /** distribution-spec v1.1.0, "Pulling manifests": the name and tag grammars. */
 const NAME = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;

@@ -10,13 +10,13 @@
  * the CNCF registry needs to serve them.
  */
 import type { Readable } from 'node:stream';
-import { SealimgError } from '../../src/errors.js';
-import { VerifyStream, isDigest, isVerified, markVerified } from '../../src/oci/digest.js';
-import { isManifest } from '../../src/oci/mediatypes.js';
-import type { Descriptor } from '../../src/oci/types.js';
-import { MAX_MANIFEST_SIZE, childrenOf } from '../../src/oci/validate.js';
-import type { Closer, Deleter, Mounter, ReadOnlyStore, Store, TagLister, TaggedDescriptor, Untagger } from '../../src/content/store.js';
-import { DistributionStorage, type Repository, type StoredManifest } from './distribution.js';
+import { SealimgError } from '../../errors.js';
+import { VerifyStream, isDigest, isVerified, markVerified } from '../../oci/digest.js';
+import { isManifest } from '../../oci/mediatypes.js';
+import type { Descriptor } from '../../oci/types.js';
+import { MAX_MANIFEST_SIZE, childrenOf } from '../../oci/validate.js';
+import type { Closer, Deleter, Mounter, ReadOnlyStore, Store, TagLister, TaggedDescriptor, Untagger } from '../store.js';
+import { DistributionStorage, type Repository, type StoredManifest } from './storage.js';
 import { checkTag } from './layout.js';
 
 function descriptorOf(m: StoredManifest): Descriptor {

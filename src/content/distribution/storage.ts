@@ -14,12 +14,12 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, utimes } from 'node:f
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { SealimgError, errnoCode } from '../../src/errors.js';
-import { VerifyStream, digestOf, isVerified, parseDigest, type Algorithm } from '../../src/oci/digest.js';
-import { isImageManifest } from '../../src/oci/mediatypes.js';
-import type { Descriptor, ImageManifest } from '../../src/oci/types.js';
-import { childrenOf, parseManifest, type ParsedManifest } from '../../src/oci/validate.js';
-import { fsyncDir, writeFileAtomic } from '../../src/content/fsutil.js';
+import { SealimgError, errnoCode } from '../../errors.js';
+import { VerifyStream, digestOf, isVerified, parseDigest, type Algorithm } from '../../oci/digest.js';
+import { isImageManifest } from '../../oci/mediatypes.js';
+import type { Descriptor, ImageManifest } from '../../oci/types.js';
+import { childrenOf, parseManifest, type ParsedManifest } from '../../oci/validate.js';
+import { fsyncDir, writeFileAtomic } from '../fsutil.js';
 import { Layout, checkRepositoryName, isRepositoryName, isTag } from './layout.js';
 
 /** A manifest as stored: its bytes, parsed, with its digest. */
