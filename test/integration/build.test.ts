@@ -360,6 +360,12 @@ Build('embedded images: copied into registry/ (distribution layout, host dropped
     const other = await context({ Sealfile: 'FROM scratch\nCOPY images /images/\n', 'images/shim/list': `${source.host}/library/nginx:1.25\n` });
     await buildOk(root, ['-t', 'example.com/other:1', '--plain-http', other]);
     assert.ok((await manifestOf(root, 'example.com/other:1')).layers.some((l) => l.digest === own[0]), 'the nginx blob layer is shared');
+    // --registry-layers=single: sealos' one registry layer.
+    await buildOk(root, ['-t', 'example.com/single:1', '--plain-http', '--registry-layers=single', other]);
+    const single = (await manifestOf(root, 'example.com/single:1')).layers as Array<{ digest: string; mediaType: string }>;
+    assert.is(single.length, 2);
+    assert.is(single[1]!.mediaType, 'application/vnd.oci.image.layer.v1.tar+gzip');
+    assert.match(await ok('tar', ['tzf', join(root, 'blobs', 'sha256', single[1]!.digest.slice(7))]), /registry\/docker\/registry\/v2\/repositories\/library\/nginx\/_manifests\/tags\/1\.25\/current\/link/);
 
     // Two images that collide once the host is dropped, and a registry that is not there: errors, store unchanged.
     const before = await storeState(root);
