@@ -5,7 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { Transform, type TransformCallback } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { SealimgError, errnoCode } from '../errors.js';
 
@@ -101,5 +102,45 @@ export async function withLock<T>(lockPath: string, fn: () => Promise<T>, timeou
     return await fn();
   } finally {
     await unlink(lockPath).catch(() => undefined);
+  }
+}
+
+/**
+ * A pass-through stage that asks the kernel to write a file's pages back every
+ * `every` bytes while the stream goes on. Without it a large blob sits dirty in
+ * the page cache until the final fsync, which then writes all of it at once
+ * after the download is over; with it the disk works while the network does.
+ * Call `finish()` after the pipeline; the final fsync still decides durability.
+ */
+export class Writeback extends Transform {
+  private since = 0;
+  private inflight?: Promise<void>;
+  private fh?: FileHandle;
+
+  constructor(
+    private readonly path: string,
+    private readonly interval = 32 << 20,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.since += chunk.length;
+    if (this.since >= this.interval && !this.inflight) {
+      this.since = 0;
+      this.inflight = (async () => {
+        this.fh ??= await open(this.path, 'r');
+        await this.fh.datasync();
+      })()
+        .catch(() => undefined) // only a head start: the final fsync reports real errors
+        .finally(() => (this.inflight = undefined));
+    }
+    done(null, chunk);
+  }
+
+  async finish(): Promise<void> {
+    await this.inflight;
+    await this.fh?.close();
+    this.fh = undefined;
   }
 }

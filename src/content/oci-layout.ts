@@ -20,7 +20,7 @@ import { VerifyStream, isDigest, isVerified, markVerified, parseDigest } from '.
 import { isManifest } from '../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, childrenOf, parseManifest, validateDescriptor } from '../oci/validate.js';
-import { fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
+import { Writeback, fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
 import type { Closer, Deleter, FileIngester, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
 
 const LAYOUT_FILE = 'oci-layout';
@@ -254,6 +254,7 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const owned = await takeFileLock(`${partial}.lock`);
     const tmp = owned ? partial : join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
     let out: ReturnType<typeof createWriteStream> | undefined;
+    const writeback = new Writeback(tmp);
     try {
       if (offset > 0) {
         const have = await stat(tmp).then((s) => s.size, () => -1);
@@ -265,12 +266,13 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
         // The whole blob is verified: the bytes on disk, then the rest as it arrives; only the rest is written.
         out = createWriteStream(tmp, { flags: 'a', highWaterMark: 1 << 20 });
         const prefix = createReadStream(tmp, { start: 0, end: offset - 1, highWaterMark: 1 << 20 });
-        await pipeline([joined(prefix, body), new VerifyStream(expected), skipFirst(offset), out], { signal });
+        await pipeline([joined(prefix, body), new VerifyStream(expected), skipFirst(offset), writeback, out], { signal });
       } else {
         out = createWriteStream(tmp, { flags: owned ? 'w' : 'wx', highWaterMark: 1 << 20 });
         const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
-        await pipeline([body, ...stages, out], { signal });
+        await pipeline([body, ...stages, writeback, out], { signal });
       }
+      await writeback.finish();
       const fh = await open(tmp, 'r');
       try {
         await fh.sync();
@@ -282,6 +284,7 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
       await rename(tmp, final);
       await fsyncDir(dir);
     } catch (e) {
+      await writeback.finish();
       // A stream destroyed before its file opened still creates the file: wait for it to close.
       if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
       // Keep a partial download the network or the user interrupted; drop one that was wrong or
