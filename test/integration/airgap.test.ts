@@ -1,12 +1,12 @@
 /**
  * The air-gapped path: in a network namespace with only loopback up (no
- * route anywhere), a fresh store loads a saved set, and a registry inside the
- * namespace serves it. Needs root for `ip netns`; as any other user it says so
+ * route anywhere), a fresh store loads a saved set, and `sealimg registry
+ * serve` inside the namespace serves it; skopeo reads it back. Needs root for `ip netns`; as any other user it says so
  * and checks nothing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -56,10 +56,8 @@ test('a saved set loads and is served from a registry inside a namespace with no
   assert.is(loaded.code, 0, loaded.stderr);
   assert.match(loaded.stdout, 'Loaded image: example.com/cluster/two:v1');
 
-  // Serve it: the CNCF registry on the namespace's loopback, filled from the loaded store by skopeo.
-  const conf = join(dir, 'registry.yml');
-  await writeFile(conf, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'registry')}\nhttp:\n  addr: 127.0.0.1:5000\n`);
-  const reg = spawn('ip', ['netns', 'exec', ns, '/usr/bin/docker-registry', 'serve', conf], { stdio: 'ignore' });
+  // Serve it: sealimg's own registry on the namespace's loopback, filled from the loaded store by sealimg.
+  const reg = spawn('ip', ['netns', 'exec', ns, process.execPath, SEALIMG, '--root', join(dir, 'registry'), 'registry', 'serve', '--addr', '127.0.0.1:5000', '--log-level', 'error'], { stdio: 'ignore' });
   children.push(reg);
   let up = false;
   for (let i = 0; i < 100 && !up; i++) {
@@ -70,7 +68,7 @@ test('a saved set loads and is served from a registry inside a namespace with no
   assert.ok(up, 'the registry in the namespace answers');
   for (const [name, image] of [['one', one], ['two', two]] as const) {
     const ref = `example.com/cluster/${name}:v1`;
-    const copied = await inNs('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${site}:${ref}`, `docker://127.0.0.1:5000/cluster/${name}:v1`]);
+    const copied = await inNs(process.execPath, [SEALIMG, '--root', site, 'push', '-q', '--plain-http', ref, `127.0.0.1:5000/cluster/${name}:v1`]);
     assert.is(copied.code, 0, copied.stderr);
     const raw = await inNs('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://127.0.0.1:5000/cluster/${name}:v1`]);
     assert.is(raw.code, 0, raw.stderr);
