@@ -67,8 +67,13 @@ test.before(async () => {
   const context = join(await tmpDir(), 'cluster-kube');
   await cp(FIXTURE, context, { recursive: true });
   await copyFile('/usr/sbin/haproxy', join(context, 'bin', 'haproxy'));
-  const b = await sealimg(ctx.root, ['build', '-q', '-t', 'example.com/kube-standins:v1.28.3', context]);
-  assert.is(b.code, 0, b.stderr + b.stdout);
+  // The same image at other Kubernetes versions: an upgrade, and a downgrade to refuse.
+  for (const v of ['v1.28.3', 'v1.29.1', 'v1.27.9']) {
+    const sealfile = (await readFile(join(FIXTURE, 'Sealfile'), 'utf8')).replace('version=v1.28.3', `version=${v}`);
+    await writeFile(join(context, 'Sealfile'), sealfile);
+    const b = await sealimg(ctx.root, ['build', '-q', '-t', `example.com/kube-standins:${v}`, context]);
+    assert.is(b.code, 0, b.stderr + b.stdout);
+  }
   // Hosts 0-2 masters, 3-4 nodes, 5 added later.
   ctx.hosts = await createTestHosts({ count: 6 });
   const ips = ctx.hosts.hosts.map((h) => h.ip);
@@ -297,6 +302,40 @@ test('cert --alt-names: a new apiserver certificate with the names on every mast
   const again = await runSealimg(['cert', '--alt-names', 'api2.example.test']);
   assert.is(again.code, 0, again.stderr);
   assert.match(again.stderr, 'already has');
+});
+
+test('upgrade: a newer version upgrades master0 with kubeadm upgrade apply, then every host one by one with drain and uncordon', async () => {
+  const before = await allCalls();
+  const r = await runSealimg(['run', 'example.com/kube-standins:v1.29.1']);
+  assert.is(r.code, 0, r.stderr);
+  const seq = (await allCalls())
+    .slice(before.length)
+    .map((c) => ({ ...c, args: c.args.replace('--kubeconfig /etc/kubernetes/admin.conf ', '') }))
+    .filter((c) => /^(drain|upgrade|restart kubelet|uncordon)/.test(c.args))
+    .map((c) => `${c.host} ${c.tool} ${c.args.split(' --')[0]}`);
+  const names = ctx.hosts.hosts.map((h) => h.hostname);
+  const want = [0, 1, 2, 3, 4, 5].flatMap((i) => [
+    `${names[0]} kubectl drain ${names[i]}`,
+    i === 0 ? `${names[0]} kubeadm upgrade apply v1.29.1 -y` : `${names[i]} kubeadm upgrade node`,
+    `${names[i]} systemctl restart kubelet`,
+    `${names[0]} kubectl uncordon ${names[i]}`,
+  ]);
+  assert.equal(seq, want);
+  const meta = parseAllDocuments(await readFile(join(ctx.home, 'default', 'Clusterfile'), 'utf8'))[0]!.toJS().metadata;
+  assert.is(meta.annotations['sealimg.io/kubernetes-version'], 'v1.29.1');
+  const again = await runSealimg(['run']);
+  assert.match(again.stderr, 'nothing to do');
+});
+
+test('a downgrade is refused and changes nothing', async () => {
+  const before = await allCalls();
+  const r = await runSealimg(['run', 'example.com/kube-standins:v1.27.9']);
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, 'runs Kubernetes v1.29.1; an image with version v1.27.9 would downgrade it');
+  assert.equal(await allCalls(), before);
+  const again = await runSealimg(['run']);
+  assert.is(again.code, 0, again.stderr);
+  assert.ok(again.stderr.includes('nothing to do'), again.stderr);
 });
 
 test('delete a master: drained on master0, reset, its etcd member checked, every LB updated, the Clusterfile updated', async () => {
