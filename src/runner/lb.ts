@@ -69,7 +69,8 @@ export function lvscareManifest(i: LbInput): string {
 export function ipvsCommands(vip: string, masters: string[]): string {
   const vs = `${vip}:6443`;
   return [
-    '(ip link show lvscare >/dev/null 2>&1 || ip link add lvscare type dummy) && ip addr replace ' + `${vip}/32 dev lvscare`,
+    // The VIP on a local dummy link, as lvscare keeps it; a kernel without dummy links gets a warning (ipvs still takes the VIP's traffic).
+    `{ if ip link show lvscare >/dev/null 2>&1 || ip link add lvscare type dummy 2>/dev/null; then ip addr replace ${vip}/32 dev lvscare; else echo "warning: this kernel has no dummy links; ${vip} is not bound locally" >&2; fi; }`,
     `ipvsadm -D -t ${vs} 2>/dev/null || true`,
     `ipvsadm -A -t ${vs} -s rr`,
     ...masters.map((m) => `ipvsadm -a -t ${vs} -r ${m}:6443 -m`),
