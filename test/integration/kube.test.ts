@@ -71,6 +71,7 @@ test.before(async () => {
   for (const v of ['v1.28.3', 'v1.29.1', 'v1.27.9']) {
     const sealfile = (await readFile(join(FIXTURE, 'Sealfile'), 'utf8')).replace('version=v1.28.3', `version=${v}`);
     await writeFile(join(context, 'Sealfile'), sealfile);
+    await writeFile(join(context, 'bin', 'VERSION'), `${v}\n`);
     const b = await sealimg(ctx.root, ['build', '-q', '-t', `example.com/kube-standins:${v}`, context]);
     assert.is(b.code, 0, b.stderr + b.stdout);
   }
@@ -365,10 +366,22 @@ test('delete a master: drained on master0, reset, its etcd member checked, every
   assert.match(again.stderr, 'nothing to do');
 });
 
+test('a host deleted can be added back as a node; joining after the upgrade, it runs the new binaries', async () => {
+  const r = await runSealimg(['add', '--nodes', host(2).ip]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is((await sh(host(2), 'cat /var/lib/sealimg-standin/joined-with')).trim(), 'v1.29.1', "sealos' issue #4856: not the first image's version");
+  const cfg = await sh(host(2), 'cat /etc/sealimg/default/haproxy.cfg');
+  assert.match(cfg, `${host(0).ip}:6443`);
+  assert.match(cfg, `${host(1).ip}:6443`);
+  assert.not.match(cfg, `${host(2).ip}:6443`);
+  assert.match(await sh(host(2), 'grep apiserver.cluster.local /etc/hosts'), '127.0.0.1 apiserver.cluster.local');
+  assert.ok((await cfHosts()).includes(`${host(2).ip} node`));
+});
+
 test('reset undoes Kubernetes and the LB on every host', async () => {
   const r = await runSealimg(['reset']);
   assert.is(r.code, 0, r.stderr);
-  for (const i of [0, 1, 3, 4, 5]) {
+  for (const i of [0, 1, 2, 3, 4, 5]) {
     const h = host(i);
     assert.is((await h.sh('ls /etc/kubernetes/manifests /etc/kubernetes/pki /etc/sealimg/default 2>/dev/null | wc -l')).stdout.trim(), '0', h.hostname);
     assert.is((await h.sh('grep -c sealimg /etc/hosts || true')).stdout.trim(), '0');
