@@ -340,6 +340,10 @@ test('a downgrade is refused and changes nothing', async () => {
 });
 
 test('delete a master: drained on master0, reset, its etcd member checked, every LB updated, the Clusterfile updated', async () => {
+  // What etcdctl member list would print on master0 if kubeadm reset had not taken the member out.
+  await host(0).sh('cat > /var/lib/sealimg-standin/etcd-members', {
+    input: M.map((i) => `${i}a${i}b${i}c, started, ${host(i).hostname}, https://${host(i).ip}:2380, https://${host(i).ip}:2379, false\n`).join(''),
+  });
   const before = await Promise.all(ctx.hosts.hosts.map((_, i) => calls(i)));
   const r = await runSealimg(['delete', '--masters', host(2).ip]);
   assert.is(r.code, 0, r.stderr);
@@ -347,7 +351,9 @@ test('delete a master: drained on master0, reset, its etcd member checked, every
   const m0new = after[0]!.slice(before[0]!.length).map((c) => `${c.tool} ${c.args}`);
   assert.match(m0new[0]!, `kubectl --kubeconfig /etc/kubernetes/admin.conf drain ${host(2).hostname} --ignore-daemonsets`);
   assert.match(m0new[1]!, `delete node ${host(2).hostname}`);
-  assert.match(m0new[2]!, 'etcdctl');
+  assert.match(m0new[2]!, /etcdctl .* member list$/);
+  assert.match(m0new[3]!, /etcdctl .* member remove 2a2b2c$/, 'the deleted master\'s member, by the ID etcd gave');
+  assert.is(m0new.filter((l) => l.includes('member remove')).length, 1);
   assert.ok(after[2]!.slice(before[2]!.length).some((c) => c.tool === 'kubeadm' && c.args.startsWith('reset')), 'kubeadm reset on the deleted master');
   assert.is((await host(2).sh('ls /etc/kubernetes/pki 2>&1; grep -c sealimg /etc/hosts; ls /var/lib/sealimg/data 2>&1')).stdout.includes('ca.crt'), false);
   for (const i of [3, 4, 5]) {
