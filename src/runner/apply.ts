@@ -15,7 +15,7 @@ import { Clusterfile } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
 import { distributeTree } from './distribute.js';
 import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
-import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, type KubePlan } from './kube.js';
+import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, refuseDowngrade, type KubePlan } from './kube.js';
 import { resolveImages, type RunImage } from './images.js';
 import { mergeEnv, mountAll, type MountResult } from './mount.js';
 import { SshPool, shellQuote, type SshSession } from './ssh.js';
@@ -162,6 +162,8 @@ export class Applier {
   async apply(desired: Clusterfile): Promise<boolean> {
     const { dir, say } = this.opts;
     const current = await loadClusterfile(dir);
+    // As recorded before this run (the status node is shared once adopted below).
+    const recorded = current && { phase: current.phase, images: current.spec().image };
     const want = desired.spec();
     if (current) {
       const have = current.spec();
@@ -190,6 +192,17 @@ export class Applier {
     try {
       await this.check(hosts);
       const images = await resolveImages(this.opts.store, spec.image, { root: this.opts.root, registry: this.opts.registry, signal: this.opts.signal, say });
+      try {
+        refuseDowngrade(this.cf, images);
+      } catch (e) {
+        // Nothing was done: the cluster stays as it was recorded.
+        if (recorded) {
+          this.cf.setImages(recorded.images);
+          this.cf.setPhase(recorded.phase ?? 'ClusterInProgress');
+          await this.save();
+        }
+        throw e;
+      }
       this.cf.setMounts(images.map((i) => ({ imageName: i.name, type: i.type, digest: i.descriptor.digest, labels: i.labels })));
       const vars = mergeEnv(images, spec.env, this.opts.env ?? []);
       say(`Mounting ${images.length} image${images.length === 1 ? '' : 's'}`);
@@ -298,6 +311,7 @@ export class Applier {
       session: (h: RunHost) => this.session(h),
       step: (type: string, key: string | undefined, fn: () => Promise<string | void>, force?: boolean) => this.step(type, key, fn, force),
       done: (type: string, key: string) => this.done(type, key),
+      conditions: () => this.cf.conditions(),
       setHosts: (s: SshSession, h: RunHost, apiserver: string) => setHostsBlock(s, this.opts.dir.name, this.hostsLines(hosts, h, vars, apiserver)),
       inParallel: <T>(items: T[], fn: (item: T) => Promise<void>) => inParallel(items, this.opts.parallel ?? 5, fn),
       keyOf,

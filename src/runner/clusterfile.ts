@@ -214,6 +214,13 @@ export class Clusterfile {
   /** Takes over another Clusterfile's status (what has been done), keeping this one's spec. */
   adoptStatus(from: Clusterfile): void {
     this.cluster.set('status', from.cluster.get('status', true) ?? new YAMLMap());
+    // sealimg's own records (LB mode, Kubernetes version, alt names) live in annotations: kept unless this file sets them.
+    const notes = from.cluster.getIn(['metadata', 'annotations']);
+    if (isMap(notes)) for (const pair of notes.items) {
+      const k = String((pair.key as { value?: unknown })?.value ?? pair.key);
+      const v = (pair.value as { value?: unknown })?.value;
+      if (typeof v === 'string' && this.annotation(k) === undefined) this.setAnnotation(k, v);
+    }
   }
 
   private ensureStatus(): void {

@@ -27,6 +27,24 @@ import { CA_FILES, PkiBuilder, fileMode, type PkiFiles } from './pki.js';
 import { shellQuote, type SshSession } from './ssh.js';
 import type { Vars } from './template.js';
 
+/** The Kubernetes version the cluster runs (set at init, moved by upgrades). */
+export const KUBE_VERSION_ANNOTATION = 'sealimg.io/kubernetes-version';
+
+function versionOrder(a: string, b: string): number {
+  const x = parseKubeVersion(a);
+  const y = parseKubeVersion(b);
+  return x.major - y.major || x.minor - y.minor || x.patch - y.patch;
+}
+
+/** Refuses a rootfs image that would take the cluster to an older Kubernetes (kubeadm cannot downgrade). */
+export function refuseDowngrade(cf: Clusterfile, images: RunImage[]): void {
+  const have = cf.annotation(KUBE_VERSION_ANNOTATION);
+  const want = [...images].reverse().find((i) => i.type !== 'application' && i.labels.version)?.labels.version;
+  if (have && want && versionOrder(want, have) < 0) {
+    throw new SealimgError('USAGE', `the cluster runs Kubernetes ${have}; an image with version ${want} would downgrade it, which kubeadm cannot do`, { hint: 'run an image of the same or a newer version' });
+  }
+}
+
 /** Where `sealimg cert` keeps the extra apiserver names (comma-separated). */
 export const ALT_NAMES_ANNOTATION = 'sealimg.io/alt-names';
 
@@ -99,6 +117,7 @@ export interface KubeContext {
   session(h: RunHost): Promise<SshSession>;
   step(type: string, key: string | undefined, fn: () => Promise<string | void>, force?: boolean): Promise<void>;
   done(type: string, key: string): boolean;
+  conditions(): Array<{ type: string; status: string }>;
   /** Sets this cluster's /etc/hosts block on a host (registry domain, apiserver.cluster.local -> `apiserver`). */
   setHosts(s: SshSession, h: RunHost, apiserver: string): Promise<void>;
   inParallel<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void>;
@@ -259,6 +278,9 @@ export class KubeInstaller {
     const fresh = new Set<RunHost>();
     if (this.madeNow.has(m0)) fresh.add(m0);
 
+    if (!c.cf.annotation(KUBE_VERSION_ANNOTATION)) c.cf.setAnnotation(KUBE_VERSION_ANNOTATION, c.plan.version);
+    await this.upgrade();
+
     // 3. The other masters, one at a time (etcd grows one member at a time).
     for (const [i, m] of masters(c.hosts).entries()) {
       if (i === 0) continue;
@@ -319,6 +341,35 @@ export class KubeInstaller {
         return `joined as ${name}`;
       });
     });
+  }
+
+  /**
+   * A newer `version` than the cluster runs: `kubeadm upgrade apply` on
+   * master0, then `kubeadm upgrade node` on every other joined host, one at a
+   * time, each drained first and uncordoned after its kubelet restarted.
+   * Hosts joined later use the new binaries, so they come up at the new version.
+   */
+  private async upgrade(): Promise<void> {
+    const { c } = this;
+    const from = c.cf.annotation(KUBE_VERSION_ANNOTATION)!;
+    const to = c.plan.version;
+    if (versionOrder(to, from) <= 0) return;
+    const m0 = this.m0;
+    const kubectl = 'kubectl --kubeconfig /etc/kubernetes/admin.conf';
+    const joined = (h: RunHost) => h === m0 || c.conditions().some((x) => x.type === `Kube/Join/${h.name}` && x.status === 'True');
+    const order = [...masters(c.hosts), ...nodes(c.hosts)].filter(joined);
+    for (const h of order) {
+      await c.step(`Kube/Upgrade/${h.name}`, c.keyOf(to), async () => {
+        const name = shellQuote(await this.nodeName(h));
+        c.say(`${h.name}: upgrade ${from} -> ${to}`);
+        await this.exec(m0, `${kubectl} drain ${name} --ignore-daemonsets --delete-emptydir-data --force --timeout=300s`, 'drain');
+        await this.exec(h, h === m0 ? `kubeadm upgrade apply ${shellQuote(to)} -y` : 'kubeadm upgrade node', 'kubeadm upgrade');
+        await this.exec(h, 'systemctl daemon-reload && systemctl restart kubelet', 'restart kubelet');
+        await this.exec(m0, `${kubectl} uncordon ${name}`, 'uncordon');
+        return `upgraded to ${to}`;
+      });
+    }
+    c.cf.setAnnotation(KUBE_VERSION_ANNOTATION, to);
   }
 
   /** Every node's load balancer points at the current masters; redone where the masters changed. */

@@ -69,7 +69,8 @@ export function lvscareManifest(i: LbInput): string {
 export function ipvsCommands(vip: string, masters: string[]): string {
   const vs = `${vip}:6443`;
   return [
-    '(ip link show lvscare >/dev/null 2>&1 || ip link add lvscare type dummy) && ip addr replace ' + `${vip}/32 dev lvscare`,
+    // The VIP on a local dummy link, as lvscare keeps it; a kernel without dummy links gets a warning (ipvs still takes the VIP's traffic).
+    `{ if ip link show lvscare >/dev/null 2>&1 || ip link add lvscare type dummy 2>/dev/null; then ip addr replace ${vip}/32 dev lvscare; else echo "warning: this kernel has no dummy links; ${vip} is not bound locally" >&2; fi; }`,
     `ipvsadm -D -t ${vs} 2>/dev/null || true`,
     `ipvsadm -A -t ${vs} -s rr`,
     ...masters.map((m) => `ipvsadm -a -t ${vs} -r ${m}:6443 -m`),
@@ -123,7 +124,10 @@ function haproxyService(i: LbInput): string {
 /** What to write on a node and the command that applies it (idempotent: same input, same result). */
 export function lbFiles(i: LbInput): { files: RemoteFile[]; apply: string } {
   if (i.mode === 'lvscare') {
-    return { files: [{ path: LVSCARE_MANIFEST, content: lvscareManifest(i), mode: 0o644 }], apply: ipvsCommands(i.vip, i.masters) };
+    const unit = haproxyUnit(i.cluster);
+    // A switch from haproxy: that service goes.
+    const dropHaproxy = `if [ -f /etc/systemd/system/${unit}.service ]; then systemctl disable --now ${unit} || true; rm -f /etc/systemd/system/${unit}.service ${shellQuote(haproxyConfigPath(i.cluster))}; fi`;
+    return { files: [{ path: LVSCARE_MANIFEST, content: lvscareManifest(i), mode: 0o644 }], apply: `${dropHaproxy} && ${ipvsCommands(i.vip, i.masters)}` };
   }
   const unit = haproxyUnit(i.cluster);
   const cfg = haproxyConfigPath(i.cluster);
@@ -134,6 +138,8 @@ export function lbFiles(i: LbInput): { files: RemoteFile[]; apply: string } {
     ],
     apply: [
       `test -x ${shellQuote(`${i.bin}/haproxy`)} || { echo "--lb haproxy: the image carries no bin/haproxy" >&2; exit 1; }`,
-      `${shellQuote(`${i.bin}/haproxy`)} -c -q -f ${shellQuote(cfg)}`, 'systemctl daemon-reload', `systemctl enable ${unit}`, `systemctl restart ${unit}`].join(' && '),
+      `${shellQuote(`${i.bin}/haproxy`)} -c -q -f ${shellQuote(cfg)}`,
+      // A switch from lvscare: its static pod goes.
+      `rm -f ${shellQuote(LVSCARE_MANIFEST)}`, 'systemctl daemon-reload', `systemctl enable ${unit}`, `systemctl restart ${unit}`].join(' && '),
   };
 }

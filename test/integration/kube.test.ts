@@ -67,8 +67,14 @@ test.before(async () => {
   const context = join(await tmpDir(), 'cluster-kube');
   await cp(FIXTURE, context, { recursive: true });
   await copyFile('/usr/sbin/haproxy', join(context, 'bin', 'haproxy'));
-  const b = await sealimg(ctx.root, ['build', '-q', '-t', 'example.com/kube-standins:v1.28.3', context]);
-  assert.is(b.code, 0, b.stderr + b.stdout);
+  // The same image at other Kubernetes versions: an upgrade, and a downgrade to refuse.
+  for (const v of ['v1.28.3', 'v1.29.1', 'v1.27.9']) {
+    const sealfile = (await readFile(join(FIXTURE, 'Sealfile'), 'utf8')).replace('version=v1.28.3', `version=${v}`);
+    await writeFile(join(context, 'Sealfile'), sealfile);
+    await writeFile(join(context, 'bin', 'VERSION'), `${v}\n`);
+    const b = await sealimg(ctx.root, ['build', '-q', '-t', `example.com/kube-standins:${v}`, context]);
+    assert.is(b.code, 0, b.stderr + b.stdout);
+  }
   // Hosts 0-2 masters, 3-4 nodes, 5 added later.
   ctx.hosts = await createTestHosts({ count: 6 });
   const ips = ctx.hosts.hosts.map((h) => h.ip);
@@ -299,7 +305,45 @@ test('cert --alt-names: a new apiserver certificate with the names on every mast
   assert.match(again.stderr, 'already has');
 });
 
+test('upgrade: a newer version upgrades master0 with kubeadm upgrade apply, then every host one by one with drain and uncordon', async () => {
+  const before = await allCalls();
+  const r = await runSealimg(['run', 'example.com/kube-standins:v1.29.1']);
+  assert.is(r.code, 0, r.stderr);
+  const seq = (await allCalls())
+    .slice(before.length)
+    .map((c) => ({ ...c, args: c.args.replace('--kubeconfig /etc/kubernetes/admin.conf ', '') }))
+    .filter((c) => /^(drain|upgrade|restart kubelet|uncordon)/.test(c.args))
+    .map((c) => `${c.host} ${c.tool} ${c.args.split(' --')[0]}`);
+  const names = ctx.hosts.hosts.map((h) => h.hostname);
+  const want = [0, 1, 2, 3, 4, 5].flatMap((i) => [
+    `${names[0]} kubectl drain ${names[i]}`,
+    i === 0 ? `${names[0]} kubeadm upgrade apply v1.29.1 -y` : `${names[i]} kubeadm upgrade node`,
+    `${names[i]} systemctl restart kubelet`,
+    `${names[0]} kubectl uncordon ${names[i]}`,
+  ]);
+  assert.equal(seq, want);
+  const meta = parseAllDocuments(await readFile(join(ctx.home, 'default', 'Clusterfile'), 'utf8'))[0]!.toJS().metadata;
+  assert.is(meta.annotations['sealimg.io/kubernetes-version'], 'v1.29.1');
+  const again = await runSealimg(['run']);
+  assert.match(again.stderr, 'nothing to do');
+});
+
+test('a downgrade is refused and changes nothing', async () => {
+  const before = await allCalls();
+  const r = await runSealimg(['run', 'example.com/kube-standins:v1.27.9']);
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, 'runs Kubernetes v1.29.1; an image with version v1.27.9 would downgrade it');
+  assert.equal(await allCalls(), before);
+  const again = await runSealimg(['run']);
+  assert.is(again.code, 0, again.stderr);
+  assert.ok(again.stderr.includes('nothing to do'), again.stderr);
+});
+
 test('delete a master: drained on master0, reset, its etcd member checked, every LB updated, the Clusterfile updated', async () => {
+  // What etcdctl member list would print on master0 if kubeadm reset had not taken the member out.
+  await host(0).sh('cat > /var/lib/sealimg-standin/etcd-members', {
+    input: M.map((i) => `${i}a${i}b${i}c, started, ${host(i).hostname}, https://${host(i).ip}:2380, https://${host(i).ip}:2379, false\n`).join(''),
+  });
   const before = await Promise.all(ctx.hosts.hosts.map((_, i) => calls(i)));
   const r = await runSealimg(['delete', '--masters', host(2).ip]);
   assert.is(r.code, 0, r.stderr);
@@ -307,7 +351,9 @@ test('delete a master: drained on master0, reset, its etcd member checked, every
   const m0new = after[0]!.slice(before[0]!.length).map((c) => `${c.tool} ${c.args}`);
   assert.match(m0new[0]!, `kubectl --kubeconfig /etc/kubernetes/admin.conf drain ${host(2).hostname} --ignore-daemonsets`);
   assert.match(m0new[1]!, `delete node ${host(2).hostname}`);
-  assert.match(m0new[2]!, 'etcdctl');
+  assert.match(m0new[2]!, /etcdctl .* member list$/);
+  assert.match(m0new[3]!, /etcdctl .* member remove 2a2b2c$/, 'the deleted master\'s member, by the ID etcd gave');
+  assert.is(m0new.filter((l) => l.includes('member remove')).length, 1);
   assert.ok(after[2]!.slice(before[2]!.length).some((c) => c.tool === 'kubeadm' && c.args.startsWith('reset')), 'kubeadm reset on the deleted master');
   assert.is((await host(2).sh('ls /etc/kubernetes/pki 2>&1; grep -c sealimg /etc/hosts; ls /var/lib/sealimg/data 2>&1')).stdout.includes('ca.crt'), false);
   for (const i of [3, 4, 5]) {
@@ -326,10 +372,22 @@ test('delete a master: drained on master0, reset, its etcd member checked, every
   assert.match(again.stderr, 'nothing to do');
 });
 
+test('a host deleted can be added back as a node; joining after the upgrade, it runs the new binaries', async () => {
+  const r = await runSealimg(['add', '--nodes', host(2).ip]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is((await sh(host(2), 'cat /var/lib/sealimg-standin/joined-with')).trim(), 'v1.29.1', "sealos' issue #4856: not the first image's version");
+  const cfg = await sh(host(2), 'cat /etc/sealimg/default/haproxy.cfg');
+  assert.match(cfg, `${host(0).ip}:6443`);
+  assert.match(cfg, `${host(1).ip}:6443`);
+  assert.not.match(cfg, `${host(2).ip}:6443`);
+  assert.match(await sh(host(2), 'grep apiserver.cluster.local /etc/hosts'), '127.0.0.1 apiserver.cluster.local');
+  assert.ok((await cfHosts()).includes(`${host(2).ip} node`));
+});
+
 test('reset undoes Kubernetes and the LB on every host', async () => {
   const r = await runSealimg(['reset']);
   assert.is(r.code, 0, r.stderr);
-  for (const i of [0, 1, 3, 4, 5]) {
+  for (const i of [0, 1, 2, 3, 4, 5]) {
     const h = host(i);
     assert.is((await h.sh('ls /etc/kubernetes/manifests /etc/kubernetes/pki /etc/sealimg/default 2>/dev/null | wc -l')).stdout.trim(), '0', h.hostname);
     assert.is((await h.sh('grep -c sealimg /etc/hosts || true')).stdout.trim(), '0');

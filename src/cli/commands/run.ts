@@ -1,10 +1,9 @@
 /** sealimg run: install cluster images onto hosts over SSH. */
-import { readFile } from 'node:fs/promises';
 import { openLocalStore } from '../../content/local.js';
 import { Applier, loadClusterfile } from '../../runner/apply.js';
 import type { Command } from '../command.js';
-import { CLUSTER_HELP, CLUSTER_OPTIONS, HOST_HELP, HOST_OPTIONS, clusterDir, desiredClusterfile, say } from '../cluster-flags.js';
-import { registryOptions } from '../transfer.js';
+import { applyOptions } from '../cluster-apply.js';
+import { CLUSTER_HELP, CLUSTER_OPTIONS, HOST_HELP, HOST_OPTIONS, clusterDir, desiredClusterfile } from '../cluster-flags.js';
 
 const command: Command = {
   summary: 'Install cluster images onto hosts over SSH',
@@ -46,21 +45,8 @@ ${CLUSTER_HELP}
       desired.setImages([...current.spec().image, ...images.filter((i) => !current.spec().image.includes(i))]);
     } else desired = await desiredClusterfile(ctx, flags, images, dir.name);
     const store = await openLocalStore(ctx.root);
-    const pkg = JSON.parse(await readFile(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
     try {
-      await new Applier({
-        store,
-        dir,
-        root: ctx.root,
-        registry: registryOptions(flags, ctx.env),
-        env: (flags.env as string[] | undefined) ?? [],
-        cmd: flags.cmd as string[] | undefined,
-        insecureSkipHostKeyCheck: Boolean(flags['insecure-skip-host-key-check']),
-        say: say(ctx),
-        signal: ctx.signal,
-        version: pkg.version,
-        lb: flags.lb as string | undefined,
-      }).apply(desired);
+      await new Applier(await applyOptions(ctx, flags, store)).apply(desired);
     } finally {
       await store.close();
     }
