@@ -1,5 +1,5 @@
 /** sealimg version */
-import { readFile } from 'node:fs/promises';
+import { sealimgVersion } from '../../version.js';
 import type { Command } from '../command.js';
 
 const command: Command = {
@@ -7,9 +7,7 @@ const command: Command = {
   usage: 'Usage: sealimg version',
   options: {},
   async run(ctx) {
-    // dist/src/cli/commands/version.js -> package.json at the package root.
-    const pkg = JSON.parse(await readFile(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
-    ctx.stdout.write(`sealimg ${pkg.version} (node ${process.version}, ${process.platform}/${process.arch})\n`);
+    ctx.stdout.write(`sealimg ${await sealimgVersion()} (node ${process.version}, ${process.platform}/${process.arch})\n`);
   },
 };
 export default command;
