@@ -9,9 +9,7 @@ import { parseFlags, type Command, type Context } from './command.js';
 
 interface Entry {
   summary: string;
-  load?: () => Promise<{ default: Command }>;
-  /** For commands a later version brings: where the work is tracked. */
-  planned?: string;
+  load: () => Promise<{ default: Command }>;
 }
 
 /** Every command, in the order `sealimg --help` lists them. */
@@ -53,7 +51,7 @@ Global flags:
 
 Commands:
 ${Object.entries(COMMANDS)
-  .map(([name, e]) => `  ${name.padEnd(9)} ${e.summary}${e.planned ? ' (not yet available)' : ''}`)
+  .map(([name, e]) => `  ${name.padEnd(9)} ${e.summary}`)
   .join('\n')}
 `;
 
@@ -97,9 +95,6 @@ export async function main(argv: string[]): Promise<number> {
     if (name === '--version') return main(['version']);
     const entry = COMMANDS[name];
     if (!entry) throw new SealimgError('USAGE', `unknown command "${name}"`, { hint: "see 'sealimg --help'" });
-    if (!entry.load) {
-      throw new SealimgError('NOT_IMPLEMENTED', `'sealimg ${name}' is not available in this version`, { hint: `tracked in ${entry.planned}` });
-    }
     const cmd = (await entry.load()).default;
     const { values, positionals } = parseFlags(cmd, name, args);
     if (values.help) {
