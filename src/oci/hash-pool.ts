@@ -3,7 +3,7 @@
  * parses HTTP and writes files; sha256 of the same bytes on it as well was the
  * largest cost of a pull, and two blobs in flight hashed one after the other.
  * Here each large blob leases a worker thread of a small pool (one per core)
- * and sends it copies of its bytes in 1 MiB batches, transferred, not cloned;
+ * and sends it copies of its bytes in 2 MiB batches, transferred, not cloned;
  * the buffers come back with the acknowledgement and are reused. At most
  * MAX_INFLIGHT batches per blob wait in the worker: beyond that the stream
  * waits (back-pressure), so memory stays flat whatever the network's pace.
@@ -19,10 +19,10 @@ export type ToWorker =
   | { t: 'end'; id: number };
 type FromWorker = { t: 'ack'; id: number; buf: ArrayBuffer } | { t: 'digest'; id: number; hex: string };
 
-const BATCH = 1 << 20;
-const MAX_INFLIGHT = 4;
+const BATCH = 2 << 20;
+const MAX_INFLIGHT = 3;
 const POOL_SIZE = Math.max(1, Math.min(4, availableParallelism()));
-const FREE_BUFFERS_KEPT = 16;
+const FREE_BUFFERS_KEPT = 8;
 
 /** The running hash of one blob; the calling stream owns it until release(). */
 export interface OffThreadHash {
