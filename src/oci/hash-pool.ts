@@ -11,6 +11,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { SealimgError } from '../errors.js';
 import type { Algorithm } from './digest.js';
 
 export type ToWorker =
@@ -65,13 +66,14 @@ function spawn(): Slot {
     if (m.t === 'ack') giveBuffer(m.buf);
     if (slot.lease?.id === m.id) slot.lease.onMessage(m);
   });
-  const gone = (err: Error) => {
+  // A dead worker leaves the pool (the next lease spawns another); the blob it was hashing fails.
+  const gone = (why: string) => {
     const i = slots.indexOf(slot);
     if (i >= 0) slots.splice(i, 1);
-    slot.lease?.fail(err);
+    slot.lease?.fail(new SealimgError('IO', `the thread hashing a blob failed: ${why}`, { hint: 'run the command again' }));
   };
-  worker.on('error', gone);
-  worker.on('exit', (code) => gone(new Error(`hash worker exited with code ${code}`)));
+  worker.on('error', (e) => gone(e.message));
+  worker.on('exit', (code) => gone(`exited with code ${code}`));
   slots.push(slot);
   return slot;
 }
@@ -79,7 +81,13 @@ function spawn(): Slot {
 /** A worker's hash for one blob, or undefined when all are busy (hash inline then). */
 export function leaseHash(algorithm: Algorithm): OffThreadHash | undefined {
   let slot = slots.find((s) => !s.lease);
-  if (!slot && slots.length < POOL_SIZE) slot = spawn();
+  if (!slot && slots.length < POOL_SIZE) {
+    try {
+      slot = spawn();
+    } catch {
+      return undefined; // no thread to be had (resource limits): the caller hashes inline
+    }
+  }
   if (!slot) return undefined;
   leasesTaken++;
   return new Lease(slot, algorithm);
