@@ -3,11 +3,14 @@
 # (docker-registry) on loopback, sealimg against `skopeo copy`, in one run, and
 # print the time ratios and peak memory. Run by hand after `npm run build`:
 #   bash bench/transfer.sh [SIZE_MB]   (default 680)
+#   PULLS=N bash bench/transfer.sh      each pull pair N times, alternating; the median counts
+#   (on a shared machine one pull can take 2-4x another: the median is what to quote)
 # Both tools read the same OCI layout and write a fresh one (pull), so the only
 # difference is the client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${1:-680}
+PULLS=${PULLS:-1}
 SEALIMG="node $PWD/dist/src/cli/main.js"
 WORK=$(mktemp -d /tmp/sealimg-bench-XXXXXX)
 REG_PID=
@@ -58,12 +61,30 @@ echo "image: $(( (S1 + S2) / 1000000 )) MB in 2 layers, manifest sha256:$DM"
 measure() { # label, command...
   local label=$1; shift
   local t0 t1
+  # Each tool starts with no dirty pages: skopeo does not fsync, so without this the
+  # next command would pay for writing back the previous one's 700 MB.
+  sync
   t0=$(date +%s.%N)
   /usr/bin/time -f '%M' -o "$WORK/rss" "$@" >"$WORK/out" 2>"$WORK/err" || { echo "$label failed:"; cat "$WORK/err"; exit 1; }
   t1=$(date +%s.%N)
   T=$(echo "$t1 - $t0" | bc -l)
   RSS=$(( $(cat "$WORK/rss") / 1024 ))
   printf '  %-22s %6.2f s   peak RSS %4d MB\n' "$label" "$T" "$RSS"
+}
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+
+# PULLS pairs of pulls from the registry on port $1, each into a fresh destination; sets the medians
+pulls() {
+  local port=$1 sk='' se=''
+  for _ in $(seq "$PULLS"); do
+    rm -rf "$WORK/out1" "$WORK/out2"
+    measure "skopeo copy (pull)" skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$port/bench/app:sealimg" "oci:$WORK/out1:x"; sk="$sk $T"
+    measure "sealimg copy (pull)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "127.0.0.1:$port/bench/app:sealimg" "oci:$WORK/out2:x"; se="$se $T"
+  done
+  SKOPEO_MED=$(echo "$sk" | median); SEALIMG_MED=$(echo "$se" | median)
+  [ "$PULLS" -gt 1 ] && printf '  median of %d: skopeo %.2f s, sealimg %.2f s\n' "$PULLS" "$SKOPEO_MED" "$SEALIMG_MED"
+  return 0
 }
 
 sync
@@ -74,9 +95,7 @@ start_registry
 measure "sealimg copy (push)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "oci:$IMG:img" "127.0.0.1:$PORT/bench/app:sealimg"; SEALIMG_PUSH=$T
 
 echo "pull (same registry, fresh destination each time):"
-rm -rf "$WORK/out1" "$WORK/out2"
-measure "skopeo copy (pull)" skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$PORT/bench/app:sealimg" "oci:$WORK/out1:x"; SKOPEO_PULL=$T
-measure "sealimg copy (pull)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "127.0.0.1:$PORT/bench/app:sealimg" "oci:$WORK/out2:x"; SEALIMG_PULL=$T
+pulls "$PORT"; SKOPEO_PULL=$SKOPEO_MED; SEALIMG_PULL=$SEALIMG_MED
 test "$(sha256sum < "$WORK/out2/blobs/sha256/$D1" | cut -d' ' -f1)" = "$D1" || { echo "pulled layer does not match"; exit 1; }
 
 printf 'ratios against docker-registry (skopeo time / sealimg time, higher is better for sealimg):\n  push %.2fx   pull %.2fx\n' \
@@ -96,8 +115,6 @@ start_own
 measure "skopeo copy (push)" skopeo copy --quiet --dest-tls-verify=false "oci:$IMG:img" "docker://127.0.0.1:$OWN_PORT/bench/app:skopeo"; SKOPEO_PUSH2=$T
 start_own
 measure "sealimg copy (push)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "oci:$IMG:img" "127.0.0.1:$OWN_PORT/bench/app:sealimg"; SEALIMG_PUSH2=$T
-rm -rf "$WORK/out1" "$WORK/out2"
-measure "skopeo copy (pull)" skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$OWN_PORT/bench/app:sealimg" "oci:$WORK/out1:x"; SKOPEO_PULL2=$T
-measure "sealimg copy (pull)" $SEALIMG --root "$WORK/root" copy --quiet --plain-http "127.0.0.1:$OWN_PORT/bench/app:sealimg" "oci:$WORK/out2:x"; SEALIMG_PULL2=$T
+pulls "$OWN_PORT"; SKOPEO_PULL2=$SKOPEO_MED; SEALIMG_PULL2=$SEALIMG_MED
 printf 'ratios against sealimg registry:\n  push %.2fx   pull %.2fx\n' \
   "$(echo "$SKOPEO_PUSH2 / $SEALIMG_PUSH2" | bc -l)" "$(echo "$SKOPEO_PULL2 / $SEALIMG_PULL2" | bc -l)"

@@ -6,6 +6,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback, type Readable } from 'node:stream';
 import { SealimgError } from '../errors.js';
+import { leaseHash, type OffThreadHash } from './hash-pool.js';
 
 export type Algorithm = 'sha256' | 'sha512';
 
@@ -51,14 +52,20 @@ function clip(s: string): string {
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
+/** Blobs from this size on are hashed on a worker thread (hash-pool.ts); smaller ones inline, where a message round trip would cost more than the hash. */
+export const OFF_THREAD_MIN_SIZE = 4 << 20;
+
 /**
  * A pass-through stage that fails the pipeline when the bytes are not exactly
  * `expected.size` bytes hashing to `expected.digest`. Extra bytes fail at once,
  * so a lying server cannot make us write more than the descriptor promised.
+ * Large blobs are hashed on a worker thread while the bytes flow on here.
  */
 export class VerifyStream extends Transform {
   readonly expected: { digest: string; size: number };
-  private readonly hash: Hash;
+  private readonly algorithm: Algorithm;
+  private hash?: Hash;
+  private offThread?: OffThreadHash;
   private seen = 0;
 
   private readonly what: string;
@@ -72,7 +79,7 @@ export class VerifyStream extends Transform {
     // out, the consumer pipes it later): its error must wait on the stream, where pipeline()
     // reports it, instead of crashing the process as an unhandled 'error' event.
     this.on('error', () => undefined);
-    this.hash = createHash(parseDigest(expected.digest).algorithm);
+    this.algorithm = parseDigest(expected.digest).algorithm;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -81,8 +88,19 @@ export class VerifyStream extends Transform {
       done(new SealimgError('SIZE_MISMATCH', `${this.what}: more than the expected ${this.expected.size} bytes`));
       return;
     }
-    this.hash.update(chunk);
-    done(null, chunk);
+    // The worker is leased at the first byte, not at construction: stores hand out streams that may wait.
+    if (!this.hash && !this.offThread) {
+      this.offThread = this.expected.size >= OFF_THREAD_MIN_SIZE ? leaseHash(this.algorithm) : undefined;
+      if (!this.offThread) this.hash = createHash(this.algorithm);
+    }
+    if (this.hash) {
+      this.hash.update(chunk);
+      done(null, chunk);
+      return;
+    }
+    // The worker hashes a copy, so the chunk can go on at once.
+    this.push(chunk);
+    this.offThread!.update(chunk, (err) => done(err));
   }
 
   override _flush(done: TransformCallback): void {
@@ -90,7 +108,15 @@ export class VerifyStream extends Transform {
       done(new SealimgError('SIZE_MISMATCH', `${this.what}: got ${this.seen} bytes, expected ${this.expected.size}`));
       return;
     }
-    const actual = `${parseDigest(this.expected.digest).algorithm}:${this.hash.digest('hex')}`;
+    if (this.offThread) {
+      this.offThread.digest((err, hex) => (err ? done(err) : this.check(hex!, done)));
+      return;
+    }
+    this.check((this.hash ?? createHash(this.algorithm)).digest('hex'), done);
+  }
+
+  private check(hex: string, done: TransformCallback): void {
+    const actual = `${this.algorithm}:${hex}`;
     if (actual !== this.expected.digest) {
       done(new SealimgError('DIGEST_MISMATCH', `${this.what}: content hashes to ${actual}, expected ${this.expected.digest}`, {
         hint: 'the source is corrupt or was changed in transit; nothing was stored',
@@ -98,6 +124,11 @@ export class VerifyStream extends Transform {
       return;
     }
     done();
+  }
+
+  override _destroy(err: Error | null, done: (error?: Error | null) => void): void {
+    this.offThread?.release();
+    done(err);
   }
 }
 

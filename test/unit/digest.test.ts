@@ -2,7 +2,9 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { VerifyStream, digestOf, parseDigest } from '../../src/oci/digest.js';
+import { randomBytes } from 'node:crypto';
+import { OFF_THREAD_MIN_SIZE, VerifyStream, digestOf, parseDigest } from '../../src/oci/digest.js';
+import { offThreadLeases } from '../../src/oci/hash-pool.js';
 import { isSealimgError } from '../../src/errors.js';
 
 const test = suite('digest');
@@ -42,6 +44,42 @@ test('VerifyStream passes exact bytes, refuses flipped, short and trailing bytes
   assert.is(await verify([data, Buffer.from('!')], exp), 'SIZE_MISMATCH');
   const sha512 = { digest: digestOf(data, 'sha512'), size: data.length };
   assert.is(await verify([data], sha512), undefined);
+});
+
+// Above OFF_THREAD_MIN_SIZE the hash runs on a worker thread: the same contract must hold there.
+const big = randomBytes(OFF_THREAD_MIN_SIZE + 300_001);
+const pieces = (b: Buffer, n = 64 * 1024) => Array.from({ length: Math.ceil(b.length / n) }, (_, i) => b.subarray(i * n, (i + 1) * n));
+
+test('large blobs hash on a worker: exact bytes pass, flipped, short and trailing bytes fail, sha512 too', async () => {
+  const before = offThreadLeases();
+  const exp = { digest: digestOf(big), size: big.length };
+  assert.is(await verify(pieces(big), exp), undefined);
+  const flipped = Buffer.from(big);
+  flipped[big.length - 7] ^= 1;
+  assert.is(await verify(pieces(flipped), exp), 'DIGEST_MISMATCH');
+  assert.is(await verify(pieces(big.subarray(0, big.length - 1)), exp), 'SIZE_MISMATCH');
+  assert.is(await verify(pieces(Buffer.concat([big, Buffer.from('!')])), exp), 'SIZE_MISMATCH');
+  assert.is(await verify(pieces(big), { digest: digestOf(big, 'sha512'), size: big.length }), undefined);
+  assert.is(await verify(pieces(flipped), { digest: digestOf(big, 'sha512'), size: big.length }), 'DIGEST_MISMATCH');
+  assert.ok(offThreadLeases() - before >= 5, 'the worker path was taken');
+});
+
+test('trailing bytes on the worker path fail before they pass on', async () => {
+  const exp = { digest: digestOf(big), size: big.length };
+  let passed = 0;
+  const sink = new Writable({ write: (c: Buffer, _e, cb) => ((passed += c.length), cb()) });
+  await pipeline(Readable.from([big, Buffer.alloc(1 << 20)]), new VerifyStream(exp), sink).catch(() => undefined);
+  assert.is(passed, big.length);
+});
+
+test('more large blobs than workers, and one cut short, all verify independently', async () => {
+  const blobs = [0, 1, 2, 3, 4].map(() => randomBytes(OFF_THREAD_MIN_SIZE + 1000));
+  // A stream destroyed half-way must not leave its bytes in the worker's next hash.
+  const cut = new VerifyStream({ digest: digestOf(blobs[0]!), size: blobs[0]!.length });
+  cut.write(blobs[0]!.subarray(0, 3 << 20));
+  cut.destroy();
+  const results = await Promise.all(blobs.map((b, i) => verify(pieces(i === 2 ? Buffer.concat([b.subarray(1), Buffer.from('x')]) : b), { digest: digestOf(b), size: b.length })));
+  assert.equal(results, [undefined, undefined, 'DIGEST_MISMATCH', undefined, undefined]);
 });
 
 test.run();
