@@ -62,7 +62,7 @@ try {
       const c = spawn(netns[0]!, [...netns.slice(1), process.execPath, ...args], { env: { ...process.env, SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword }, stdio: ['ignore', 'ignore', 'pipe'] });
       c.stderr!.on('data', (d: Buffer) => {
         err += d.toString();
-        if (process.env.BENCH_VERBOSE) for (const line of d.toString().split('\n')) if (line) console.log(`  ${secs(t).toFixed(1)} s ${line}`);
+        for (const line of d.toString().split('\n')) if (line && (process.env.BENCH_VERBOSE || /relay .*failed|cannot set up the relay/.test(line))) console.log(`  ${secs(t).toFixed(1)} s ${line}`);
         for (const line of d.toString().split('\n')) if (/: distributed \d+ files/.test(line)) { seen++; lastDistributed = secs(t); }
       });
       c.on('close', (code) => resolve(code ?? 1));
