@@ -13,7 +13,8 @@ import type { RegistryOptions } from '../content/registry-client.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import { Clusterfile } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
-import { distributeTree } from './distribute.js';
+import { distributeTree, hasSent } from './distribute.js';
+import { Relay } from './relay.js';
 import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
 import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, refuseDowngrade, type KubePlan } from './kube.js';
 import { resolveImages, type RunImage } from './images.js';
@@ -256,14 +257,56 @@ export class Applier {
     const { dir, say } = this.opts;
     const reg = registryHost(hosts);
     const master0 = masters(hosts)[0]!;
-    await inParallel(hosts, this.opts.parallel ?? 5, async (h) => {
+    const rootfs = dir.remoteRootfs();
+    const isRegistry = (rel: string) => rel === 'registry' || rel.startsWith('registry/');
+    const others = hosts.filter((h) => h !== master0);
+    // Relay (relay.ts) only on a first run: a host with a record gets only changes, sent directly.
+    const fresh = async (h: RunHost) => !(await hasSent(dir.sentState(h.name), rootfs));
+    const targets: RunHost[] = [];
+    if (process.env.SEALIMG_RELAY !== '0' && others.length > 0 && (await fresh(master0))) {
+      for (const h of others) if (await fresh(h)) targets.push(h);
+    }
+    let relay: Relay | undefined;
+    if (targets.length > 0) {
+      const s0 = await this.session(master0);
+      relay = await Relay.open(s0, master0, targets, this.opts.signal).catch((e: unknown) => {
+        say(`${master0.name}: cannot set up the relay (${e instanceof Error ? e.message : String(e)}); every host gets the tree directly`);
+        return undefined;
+      });
+    }
+
+    const one = async (h: RunHost) => {
       const s = await this.session(h);
       const state = dir.sentState(h.name);
       await this.step(`Distribute/${h.name}`, undefined, async () => {
-        const isReg = h === reg;
-        const r = await distributeTree(s, m.rootfs, dir.remoteRootfs(), state, { exclude: isReg ? undefined : (rel) => rel === 'registry' || rel.startsWith('registry/'), step: 'distribute', signal: this.opts.signal });
-        let files = r.sentFiles;
-        let bytes = r.sentBytes;
+        let files = 0;
+        let bytes = 0;
+        let relayed = '';
+        if (relay && h === master0) {
+          // master0 first gets what every host gets (no registry/), keeping each batch's stream for the others.
+          try {
+            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatch: (b) => relay!.add(b) });
+            files += r.sentFiles;
+            bytes += r.sentBytes;
+            relay.end();
+          } catch (e) {
+            relay.end(e);
+            throw e;
+          }
+        } else if (relay && targets.includes(h)) {
+          try {
+            const r = await relay.replay(s, rootfs, state, this.opts.signal);
+            if (r.files > 0) relayed = `, ${(r.bytes / 1e6).toFixed(1)} MB of it relayed from master0 ${master0.name}`;
+            files += r.files;
+            bytes += r.bytes;
+          } catch (e) {
+            say(`${h.name}: relay from master0 failed (${e instanceof Error ? e.message : String(e)}); sending the rest directly`);
+          }
+        }
+        // The direct upload: everything on a host that was not relayed to, else only what the relay left out or missed.
+        const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: h === reg ? undefined : isRegistry, step: 'distribute', signal: this.opts.signal });
+        files += r.sentFiles;
+        bytes += r.sentBytes;
         if (h === master0) {
           for (const app of m.apps) {
             const a = await distributeTree(s, app.tree, dir.remoteApp(app.name), state, { step: 'distribute', signal: this.opts.signal });
@@ -271,11 +314,21 @@ export class Applier {
             bytes += a.sentBytes;
           }
         }
-        const line = `distributed ${files} file${files === 1 ? '' : 's'} (${(bytes / 1e6).toFixed(1)} MB)${files === 0 ? ', already up to date' : ''}`;
+        const line = `distributed ${files} file${files === 1 ? '' : 's'} (${(bytes / 1e6).toFixed(1)} MB${relayed})${files === 0 ? ', already up to date' : ''}`;
         say(`${h.name}: ${line}`);
         return line;
       });
-    });
+    };
+    try {
+      // master0 runs beside the others (not in their queue): they wait on its batches.
+      const results = await Promise.allSettled([
+        one(master0).finally(() => relay?.end(new Error('master0 stopped'))),
+        inParallel(others, Math.max(1, (this.opts.parallel ?? 5) - 1), one),
+      ]);
+      for (const r of results) if (r.status === 'rejected') throw r.reason;
+    } finally {
+      await relay?.close().catch((e: unknown) => say(`${master0.name}: could not remove the relay key: ${e instanceof Error ? e.message : String(e)}`));
+    }
   }
 
   private async hooks(s: SshSession, h: RunHost, images: RunImage[], vars: Vars, names: readonly string[]): Promise<void> {

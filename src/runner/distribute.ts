@@ -61,6 +61,29 @@ async function readSent(path: string): Promise<Sent> {
   }
 }
 
+/** Adds files a host now holds (path -> hash) to its record for `remoteDir` (relay.ts records replayed batches this way). */
+export async function recordSent(statePath: string, remoteDir: string, files: Iterable<[string, string]>): Promise<void> {
+  const sent = await readSent(statePath);
+  const have = sent[remoteDir] ?? {};
+  for (const [rel, hash] of files) have[rel] = hash;
+  sent[remoteDir] = have;
+  await writeFileAtomic(statePath, JSON.stringify(sent), 0o600);
+}
+
+/** Whether the host has any record for `remoteDir` (a host with one gets only changes, so it is not relayed to). */
+export async function hasSent(statePath: string, remoteDir: string): Promise<boolean> {
+  return (await readSent(statePath))[remoteDir] !== undefined;
+}
+
+/** One upload batch as sent: what relay.ts needs to replay its stream on another host. */
+export interface SentBatch {
+  index: number;
+  /** The stream's staging name (receiveCommand). */
+  tmp: string;
+  files: Array<[string, string]>;
+  bytes: number;
+}
+
 export interface DistributeResult {
   sentFiles: number;
   sentBytes: number;
@@ -77,7 +100,15 @@ export async function distributeTree(
   localDir: string,
   remoteDir: string,
   statePath: string,
-  opts: { exclude?: (rel: string) => boolean; step?: string; signal?: AbortSignal } = {},
+  opts: {
+    exclude?: (rel: string) => boolean;
+    step?: string;
+    signal?: AbortSignal;
+    /** Keep a copy of batch n's stream at this path on the host (relay.ts). */
+    tee?: (index: number) => string;
+    /** Told after each batch landed and was recorded. */
+    onBatch?: (b: SentBatch) => void;
+  } = {},
 ): Promise<DistributeResult> {
   const local = await hashTree(localDir, opts.exclude);
   const sent = await readSent(statePath);
@@ -112,15 +143,18 @@ export async function distributeTree(
     batches[batches.length - 1]!.push(entry);
     size += entry[1].size;
   }
-  for (const batch of batches) {
+  for (const [index, batch] of batches.entries()) {
     const names = new Set(batch.map(([rel]) => rel));
-    await uploadTree(session, localDir, remoteDir, { filter: (rel) => names.has(rel), prune: opts.exclude, step: opts.step, signal: opts.signal });
+    const up = await uploadTree(session, localDir, remoteDir, { filter: (rel) => names.has(rel), prune: opts.exclude, step: opts.step, signal: opts.signal, tee: opts.tee?.(index) });
+    let bytes = 0;
     for (const [rel, f] of batch) {
       have.set(rel, f.hash);
       result.sentFiles++;
-      result.sentBytes += f.size;
+      bytes += f.size;
     }
+    result.sentBytes += bytes;
     await record();
+    opts.onBatch?.({ index, tmp: up.tmp, files: batch.map(([rel, f]) => [rel, f.hash]), bytes });
   }
   return result;
 }

@@ -36,6 +36,11 @@ export interface UploadOptions {
   step?: string;
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * A path on the host that also gets a copy of the exact stream received (written as <path>.part, renamed once
+   * the upload succeeded), so other hosts can replay it (relay.ts). A failure to keep the copy never fails the upload.
+   */
+  tee?: string;
 }
 
 export interface UploadResult {
@@ -43,6 +48,8 @@ export interface UploadResult {
   files: Map<string, string>;
   /** Bytes of file content sent (before compression). */
   bytes: number;
+  /** The stream's staging name: receiveCommand needs it to replay the same stream. */
+  tmp: string;
 }
 
 interface Entry {
@@ -170,18 +177,31 @@ export async function uploadFile(session: SshSession, localFile: string, remoteP
   return send(session, [e], posix.dirname(remotePath), `upload ${localFile} -> ${remotePath}`, opts);
 }
 
-async function send(session: SshSession, entries: Entry[], remoteDir: string, label: string, opts: UploadOptions): Promise<UploadResult> {
-  const tmp = `.sealimg-${randomId()}`;
-  const result: UploadResult = { files: new Map(), bytes: 0 };
-  const compress = opts.compress ?? false;
+/**
+ * The shell command that unpacks a stream made by tarStream(`tmp`) from stdin into `remoteDir`, checks it and
+ * renames it into place; on any failure it removes its temp files and exits 1.
+ */
+export function receiveCommand(remoteDir: string, tmp: string, opts: { compress?: boolean; tee?: string } = {}): string {
   const T = shellQuote(tmp);
-  const command = [
+  const x = `tar -x${opts.compress ? 'z' : ''} --no-same-owner -f -`;
+  // The copy is best effort: a tee that cannot write drops its file, the unpack goes on with the whole stream.
+  const part = opts.tee ? shellQuote(`${opts.tee}.part`) : '';
+  const unpack = opts.tee ? `{ tee -- ${part} || rm -f -- ${part}; } | ${x}` : x;
+  const keep = opts.tee ? ` mv -f -- ${part} ${shellQuote(opts.tee)} 2>/dev/null;` : '';
+  return [
     `mkdir -p -- ${shellQuote(remoteDir)} && cd -- ${shellQuote(remoteDir)} || exit 1`,
-    `if tar -x${compress ? 'z' : ''} --no-same-owner -f - && sh ./${T}.sh; then rm -rf -- ./${T} ./${T}.sh ./${T}.sha256; exit 0; fi`,
+    `if ${unpack} && sh ./${T}.sh; then rm -rf -- ./${T} ./${T}.sh ./${T}.sha256;${keep} exit 0; fi`,
     // Whatever failed (the stream, a checksum, a rename), no temp file stays behind.
-    `rm -rf -- ./${T} ./${T}.sh ./${T}.sha256`,
+    `rm -rf -- ./${T} ./${T}.sh ./${T}.sha256${opts.tee ? ` ${part}` : ''}`,
     'exit 1',
   ].join('\n');
+}
+
+async function send(session: SshSession, entries: Entry[], remoteDir: string, label: string, opts: UploadOptions): Promise<UploadResult> {
+  const tmp = `.sealimg-${randomId()}`;
+  const result: UploadResult = { files: new Map(), bytes: 0, tmp };
+  const compress = opts.compress ?? false;
+  const command = receiveCommand(remoteDir, tmp, { compress, tee: opts.tee });
   const tar = Readable.from(tarStream(entries, tmp, result), { objectMode: false });
   let body: Readable = tar;
   if (compress) {

@@ -1,0 +1,91 @@
+/**
+ * `sealimg run` distribution to 1, 3 and 5 test hosts against parallel
+ * `scp -r` of the same tree to the same hosts (sealos' method), with the
+ * operator's link limited by tc (tbf on eth0 in the operator namespace).
+ * Times `run` from start to its last "distributed" line (the image has no
+ * hooks). Needs root. Run by hand:
+ *   npm run build && node dist/bench/distribute.js [MB]      (default 700)
+ * BENCH_RATE sets the link rate (default 1gbit), BENCH_HOSTS the counts
+ * (default 1,3,5). The tree is half random bytes, half text-like files.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SEALIMG, ok, run } from '../test/helpers/cli.js';
+import { cleanupStaleHosts, createTestHosts } from '../test/helpers/hosts.js';
+import { cleanupTmp, tmpDir } from '../test/helpers/tmp.js';
+
+const totalMb = Number(process.argv[2] ?? 700);
+const rate = process.env.BENCH_RATE ?? '1gbit';
+const counts = (process.env.BENCH_HOSTS ?? '1,3,5').split(',').map(Number);
+
+async function makeTree(dir: string): Promise<void> {
+  await mkdir(join(dir, 'bin'), { recursive: true });
+  const big = Math.max(1, Math.floor(totalMb / 40)); // 20 MB random files: the first half
+  for (let i = 0; i < big; i++) await writeFile(join(dir, 'bin', `tool${i}`), randomBytes(20 << 20));
+  const text = Buffer.from('apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: example\n'.repeat(1024));
+  const small = Math.floor(((totalMb / 2) * 1024 * 1024) / (64 << 10));
+  for (let i = 0; i < small; i++) {
+    const d = join(dir, 'manifests', `d${i % 50}`);
+    await mkdir(d, { recursive: true });
+    await writeFile(join(d, `f${i}.yaml`), Buffer.concat([text.subarray(0, 48 << 10), randomBytes(16 << 10)]));
+  }
+}
+
+await cleanupStaleHosts();
+const root = await tmpDir();
+const home = await tmpDir();
+const ctxDir = join(await tmpDir(), 'image');
+await makeTree(join(ctxDir, 'data'));
+await writeFile(join(ctxDir, 'Sealfile'), 'FROM scratch\nLABEL sealos.io.type=rootfs sealos.io.version=v1beta1 version=v1.28.0\nCOPY data data\n');
+const b = await run(process.execPath, [SEALIMG, '--root', root, 'build', '-q', '--compression', 'none', '-t', 'example.com/bench:v1', ctxDir], { timeoutMs: 1_800_000 });
+if (b.code !== 0) throw new Error(b.stderr);
+const key = join(home, 'id');
+await ok('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+const hosts = await createTestHosts({ count: Math.max(...counts), authorizedKeys: [await readFile(`${key}.pub`, 'utf8')] });
+const netns = ['nsenter', `--net=/run/netns/${hosts.operatorNetns}`, '--'];
+try {
+  await ok('ip', ['netns', 'exec', hosts.operatorNetns, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '50ms']);
+  const secs = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
+  const results: string[] = [];
+  const one: Record<string, number> = {};
+  for (const n of counts) {
+    const ips = hosts.hosts.slice(0, n).map((h) => h.ip);
+    // sealimg run: from start to its last "distributed" line.
+    const args = [SEALIMG, '--root', root, 'run', 'example.com/bench:v1', '--masters', ips[0]!, ...(n > 1 ? ['--nodes', ips.slice(1).join(',')] : [])];
+    let t = process.hrtime.bigint();
+    let lastDistributed = 0;
+    let seen = 0;
+    let err = '';
+    const code = await new Promise<number>((resolve) => {
+      const c = spawn(netns[0]!, [...netns.slice(1), process.execPath, ...args], { env: { ...process.env, SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword }, stdio: ['ignore', 'ignore', 'pipe'] });
+      c.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        for (const line of d.toString().split('\n')) if (line && (process.env.BENCH_VERBOSE || /relay .*failed|cannot set up the relay/.test(line))) console.log(`  ${secs(t).toFixed(1)} s ${line}`);
+        for (const line of d.toString().split('\n')) if (/: distributed \d+ files/.test(line)) { seen++; lastDistributed = secs(t); }
+      });
+      c.on('close', (code) => resolve(code ?? 1));
+    });
+    if (code !== 0 || seen !== n) throw new Error(`sealimg run failed (${seen}/${n} distributed):\n${err}`);
+    const sealimgS = lastDistributed;
+    const relayed = (err.match(/relayed from master0/g) ?? []).length;
+    const reset = await hosts.operatorRun(process.execPath, [SEALIMG, '--root', root, 'reset'], { env: { SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword }, timeoutMs: 600_000 });
+    if (reset.code !== 0) throw new Error(reset.stderr);
+    // scp -r of the same tree to the same hosts, in parallel.
+    t = process.hrtime.bigint();
+    await Promise.all(
+      ips.map((ip) => hosts.operatorRun('scp', ['-r', '-q', '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', join(ctxDir, 'data'), `root@${ip}:/opt/bench-scp`], { timeoutMs: 1_800_000 }).then((r) => {
+        if (r.code !== 0) throw new Error(`scp to ${ip}: ${r.stderr}`);
+      })),
+    );
+    const scpS = secs(t);
+    for (const h of hosts.hosts.slice(0, n)) await h.sh('rm -rf /opt/bench-scp');
+    one[n] = sealimgS;
+    results.push(`${n} host(s), ${totalMb} MB, link ${rate}: sealimg run ${sealimgS.toFixed(1)} s (${relayed} relayed), scp -r ${scpS.toFixed(1)} s, ratio ${(sealimgS / scpS).toFixed(2)}x` + (n > 1 && one[1] ? `, ${n} hosts / 1 host ${(sealimgS / one[1]).toFixed(2)}x` : ''));
+    console.log(results[results.length - 1]);
+  }
+} finally {
+  await hosts.teardown();
+  await cleanupTmp();
+}
