@@ -6,7 +6,8 @@
  * hooks). Needs root. Run by hand:
  *   npm run build && node dist/bench/distribute.js [MB]      (default 700)
  * BENCH_RATE sets the link rate (default 1gbit), BENCH_HOSTS the counts
- * (default 1,3,5). The tree is half random bytes, half text-like files.
+ * (default 1,3,5), SEALIMG_RELAY=0 measures direct uploads only (default: the
+ * master0 relay on). The tree is half random bytes, half text-like files.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -59,7 +60,7 @@ try {
     let seen = 0;
     let err = '';
     const code = await new Promise<number>((resolve) => {
-      const c = spawn(netns[0]!, [...netns.slice(1), process.execPath, ...args], { env: { ...process.env, SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword }, stdio: ['ignore', 'ignore', 'pipe'] });
+      const c = spawn(netns[0]!, [...netns.slice(1), process.execPath, ...args], { env: { ...process.env, SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword, SEALIMG_RELAY: process.env.SEALIMG_RELAY ?? '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
       c.stderr!.on('data', (d: Buffer) => {
         err += d.toString();
         for (const line of d.toString().split('\n')) if (line && (process.env.BENCH_VERBOSE || /relay .*failed|cannot set up the relay/.test(line))) console.log(`  ${secs(t).toFixed(1)} s ${line}`);

@@ -19,7 +19,7 @@ const ROOTFS = '/var/lib/sealimg/data/default/rootfs';
 
 function runSealimg(args: string[], env: Record<string, string> = {}) {
   return ctx.hosts.operatorRun(process.execPath, [SEALIMG, '--root', ctx.root, ...args], {
-    env: { SEALIMG_HOME: ctx.home, SEALIMG_SSH_PASSWORD: ctx.hosts.rootPassword, SEALIMG_DISTRIBUTE_BATCH: String(2 * 1024 * 1024), ...env },
+    env: { SEALIMG_HOME: ctx.home, SEALIMG_SSH_PASSWORD: ctx.hosts.rootPassword, SEALIMG_DISTRIBUTE_BATCH: String(2 * 1024 * 1024), SEALIMG_RELAY: '1', ...env },
     timeoutMs: 180_000,
   });
 }
