@@ -4,16 +4,16 @@
  * from master0, and afterwards no relay key or kept stream is left anywhere.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { cp, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SEALIMG, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, type TestHosts } from '../helpers/hosts.js';
+import { clusterTinyContext } from '../helpers/cluster-tiny.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
-const EXAMPLES = new URL('../../../examples/', import.meta.url).pathname;
 const ctx = {} as { hosts: TestHosts; root: string; home: string; sums: string };
 const ROOTFS = '/var/lib/sealimg/data/default/rootfs';
 
@@ -31,9 +31,7 @@ test.before(async () => {
   await cleanupStaleHosts();
   ctx.root = await tmpDir();
   ctx.home = await tmpDir();
-  const context = join(await tmpDir(), 'cluster-tiny');
-  await cp(join(EXAMPLES, 'cluster-tiny'), context, { recursive: true });
-  await copyFile('/usr/bin/docker-registry', join(context, 'bin', 'registry'));
+  const context = await clusterTinyContext();
   const b = await sealimg(ctx.root, ['build', '-q', '-t', 'example.com/cluster-tiny:v1', context]);
   assert.is(b.code, 0, b.stderr + b.stdout);
   // Several batches (2 MiB each) of random data, so the nodes replay more than one stream.

@@ -7,18 +7,18 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cp, copyFile, lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
-import { SEALIMG, ok, sealimg } from '../helpers/cli.js';
+import { SEALIMG, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, type TestHosts } from '../helpers/hosts.js';
 import { makeImage } from '../helpers/images.js';
+import { clusterTinyContext, EXAMPLES } from '../helpers/cluster-tiny.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('sealimg run on test hosts');
-const EXAMPLES = new URL('../../../examples/', import.meta.url).pathname;
 const ctx = {} as { hosts: TestHosts; root: string; home: string; before: Map<number, Map<string, string>> };
 
 /** Every file in a host's overlay upper dir with a content hash: what the host changed. */
@@ -57,9 +57,7 @@ test.before(async () => {
   ctx.root = await tmpDir();
   ctx.home = await tmpDir();
   // The cluster image: the example, its registry binary, and one embedded image in registry/.
-  const context = join(await tmpDir(), 'cluster-tiny');
-  await cp(join(EXAMPLES, 'cluster-tiny'), context, { recursive: true });
-  await copyFile('/usr/bin/docker-registry', join(context, 'bin', 'registry'));
+  const context = await clusterTinyContext();
   const layout = join(await tmpDir(), 'layout');
   await makeImage(await OciLayoutStore.open(layout, { create: true }), { tag: 'hello', layers: ['hello from the embedded registry'] });
   const embed = await sealimg(ctx.root, ['copy', '-q', `oci:${layout}:hello`, `distribution:${join(context, 'registry')}:library/hello:v1`]);
