@@ -9,18 +9,22 @@
  * in zlib's thread pool, several at once, so both cores work, and the output is
  * the same bytes whatever the machine (Node bundles its zlib). File bytes that
  * are already compressed (gzip/zstd/xz blobs, archives, images) go into
- * members of their own at level 0: stored, not deflated again, which is where
+ * members of their own in stored blocks: not deflated again, which is where
  * most of a cluster image's bytes are.
+ * When isa-l's igzip is installed it deflates the long compressible runs
+ * instead of zlib (see findIgzip and IgzipGzip).
  * zstd: the `zstd` program (Node 20 has no zstd), multi-threaded.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants, createReadStream } from 'node:fs';
+import { access, open, rm, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { gzip as gzipCb, type ZlibOptions } from 'node:zlib';
+import { crc32, gzip as gzipCb, type ZlibOptions } from 'node:zlib';
+import { WritebackTimer } from '../content/fsutil.js';
 import { canIngestFile, type Store } from '../content/store.js';
 import { SealimgError } from '../errors.js';
 import { markVerified } from '../oci/digest.js';
@@ -72,18 +76,63 @@ export function mediaTypeFor(c: Compression): string {
 class BlobFile {
   readonly hash: Hash = createHash('sha256');
   size = 0;
-  private constructor(private readonly fh: FileHandle) {}
+  /** Writes not yet done, oldest first: the next chunk is prepared while the kernel copies this one. */
+  private readonly writing: Array<Promise<void>> = [];
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly writeback: WritebackTimer,
+  ) {}
   static async create(path: string): Promise<BlobFile> {
-    return new BlobFile(await open(path, 'wx'));
+    return new BlobFile(await open(path, 'wx'), new WritebackTimer(path));
   }
   async write(b: Buffer): Promise<void> {
     this.hash.update(b);
+    const at = this.size;
     this.size += b.length;
-    for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off)).bytesWritten;
+    const done = (async () => {
+      for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off, b.length - off, at + off)).bytesWritten;
+    })();
+    done.catch(() => undefined); // awaited below or in close()
+    this.writing.push(done);
+    this.writeback.wrote(b.length);
+    while (this.writing.length > 2) await this.writing.shift();
   }
   async close(): Promise<void> {
-    await this.fh.close();
+    try {
+      while (this.writing.length > 0) await this.writing.shift();
+    } finally {
+      await Promise.allSettled(this.writing);
+      await this.writeback.finish();
+      await this.fh.close();
+    }
   }
+}
+
+/** Largest stored deflate block (RFC 1951 3.2.4: LEN is 16 bits). */
+const STORED_BLOCK = 0xffff;
+
+/**
+ * One gzip member holding `data` in stored deflate blocks: what zlib's level 0
+ * gives, without copying the bytes through zlib. The CRC is the only work.
+ */
+export function storedMember(data: Buffer): Buffer {
+  const blocks = Math.max(1, Math.ceil(data.length / STORED_BLOCK));
+  const out = Buffer.allocUnsafe(10 + blocks * 5 + data.length + 8);
+  // RFC 1952: magic, CM=deflate, no flags, MTIME 0, XFL 0, OS unix (zlib's choice too).
+  out.set([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3], 0);
+  let at = 10;
+  for (let i = 0; i < blocks; i++) {
+    const start = i * STORED_BLOCK;
+    const len = Math.min(STORED_BLOCK, data.length - start);
+    out[at] = i === blocks - 1 ? 1 : 0; // BFINAL, BTYPE 00 (stored); the block starts byte-aligned
+    out.writeUInt16LE(len, at + 1);
+    out.writeUInt16LE(~len & 0xffff, at + 3);
+    data.copy(out, at + 5, start, start + len);
+    at += 5 + len;
+  }
+  out.writeUInt32LE(crc32(data), at);
+  out.writeUInt32LE(data.length % 2 ** 32, at + 4);
+  return out;
 }
 
 /** Gzip members compressed in parallel, written in order. */
@@ -111,7 +160,7 @@ class ParallelGzip {
     if (this.pendingSize === 0) return;
     const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingSize);
     // memLevel 9 (zlib's largest hash) deflates level 1 about 10% faster here, same output size.
-    this.inFlight.push(gzip(data, { level: this.pendingStored ? 0 : this.level, memLevel: 9 }));
+    this.inFlight.push(this.pendingStored ? Promise.resolve(storedMember(data)) : gzip(data, { level: this.level, memLevel: 9 }));
     this.pending = [];
     this.pendingSize = 0;
     while (this.inFlight.length >= this.parallel) await this.sink(await this.inFlight.shift()!);
@@ -121,35 +170,159 @@ class ParallelGzip {
     await this.cut();
     while (this.inFlight.length > 0) await this.sink(await this.inFlight.shift()!);
   }
+
+  async kill(): Promise<void> {
+    await Promise.allSettled(this.inFlight.splice(0));
+  }
 }
 
-/** Compresses with the `zstd` program, feeding it with back-pressure and hashing what it writes. */
-async function viaZstd(chunks: AsyncIterable<TarChunk>, onTar: (b: Buffer) => void, out: BlobFile, signal?: AbortSignal): Promise<void> {
-  const child = spawn('zstd', ['-q', '-3', '-T0', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<void>((resolve, reject) => {
-    child.on('error', (e) =>
-      reject((e as NodeJS.ErrnoException).code === 'ENOENT'
-        ? new SealimgError('UNSUPPORTED', '--compression zstd needs the zstd program on the PATH (Node 20 has no zstd)', { hint: 'install zstd (Debian: apt-get install zstd), or use --compression gzip' })
-        : e));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new SealimgError('BUILD_FAILED', `zstd exited ${code}: ${stderr.trim()}`))));
-  });
-  const drain = (async () => {
-    for await (const b of child.stdout) await out.write(b as Buffer);
-  })();
-  try {
-    for await (const c of chunks) {
-      if (signal?.aborted) throw signal.reason;
-      onTar(c.data);
-      if (!child.stdin.write(c.data)) await new Promise<void>((r, j) => child.stdin.once('drain', r).once('error', j));
+/**
+ * A compressor program fed with back-pressure; what it prints goes to `sink`
+ * in order. end() resolves once the program exited 0 and every byte was sunk.
+ */
+class ChildCompressor {
+  private readonly child: ChildProcessByStdio<Writable, Readable, Readable>;
+  private readonly done: Promise<unknown>;
+
+  constructor(program: string, args: string[], sink: (b: Buffer) => Promise<void>, missing: SealimgError) {
+    const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    // A write after the program died fails with EPIPE; `exited` says why.
+    child.stdin.on('error', () => undefined);
+    const exited = new Promise<void>((resolve, reject) => {
+      child.on('error', (e) => reject((e as NodeJS.ErrnoException).code === 'ENOENT' ? missing : e));
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new SealimgError('BUILD_FAILED', `${program} exited ${code}: ${stderr.trim()}`))));
+    });
+    const drained = (async () => {
+      for await (const b of child.stdout) await sink(b as Buffer);
+    })();
+    this.done = Promise.all([drained, exited]);
+    this.done.catch(() => undefined); // observed by end() or kill()
+  }
+
+  async write(b: Buffer): Promise<void> {
+    if (this.child.stdin.write(b)) return;
+    await Promise.race([new Promise((r) => this.child.stdin.once('drain', r)), this.done]);
+  }
+
+  async end(): Promise<void> {
+    this.child.stdin.end();
+    await this.done;
+  }
+
+  async kill(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.done.catch(() => undefined);
+  }
+}
+
+/** zstd layers: the `zstd` program, on every core. */
+class ZstdStream {
+  private readonly child: ChildCompressor;
+  constructor(sink: (b: Buffer) => Promise<void>) {
+    const missing = new SealimgError('UNSUPPORTED', '--compression zstd needs the zstd program on the PATH (Node 20 has no zstd)', {
+      hint: 'install zstd (Debian: apt-get install zstd), or use --compression gzip',
+    });
+    this.child = new ChildCompressor('zstd', ['-q', '-3', '-T0', '-c'], sink, missing);
+  }
+  add(c: TarChunk): Promise<void> {
+    return this.child.write(c.data);
+  }
+  end(): Promise<void> {
+    return this.child.end();
+  }
+  kill(): Promise<void> {
+    return this.child.kill();
+  }
+}
+
+/**
+ * isa-l's igzip deflates about 8x faster than zlib at level 1, for a similar
+ * size (bench/build.sh), so gzip layers use it when it is on the PATH. Its
+ * bytes differ from zlib's: a layer's digest is the same on every machine
+ * that has igzip, and on every machine that has not. SEALIMG_GZIP=zlib picks
+ * zlib whatever is installed (digests that match a machine without igzip).
+ */
+let igzipPath: Promise<string | undefined> | undefined;
+export function findIgzip(): Promise<string | undefined> {
+  igzipPath ??= (async () => {
+    if (process.env.SEALIMG_GZIP === 'zlib') return undefined;
+    for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+      if (!dir) continue;
+      const p = join(dir, 'igzip');
+      if (await access(p, fsConstants.X_OK).then(() => true, () => false)) return p;
     }
-    child.stdin.end();
-    await Promise.all([drain, exited]);
-  } catch (e) {
-    child.kill('SIGKILL');
-    await Promise.allSettled([drain, exited]);
-    throw e;
+    return undefined;
+  })();
+  return igzipPath;
+}
+
+/**
+ * gzip through igzip. Long runs of compressible bytes stream through one
+ * igzip process (a gzip member each); everything else goes to in-process
+ * zlib members as on machines without igzip: already compressed bytes in
+ * stored blocks, short compressible runs (the tar headers between big blobs)
+ * at GZIP_LEVEL, where starting a process would cost more than it saves. A
+ * run switches sides once it reaches MEMBER_SIZE; until then it is held, and
+ * goes to the side already working.
+ */
+class IgzipGzip {
+  private child: ChildCompressor | undefined;
+  private readonly zlib: ParallelGzip;
+  /** Bytes of the other kind than the working side's, held until they prove a long run. */
+  private held: TarChunk[] = [];
+  private heldSize = 0;
+
+  constructor(
+    private readonly program: string,
+    private readonly sink: (b: Buffer) => Promise<void>,
+  ) {
+    this.zlib = new ParallelGzip(GZIP_LEVEL, sink);
+  }
+
+  async add(c: TarChunk): Promise<void> {
+    // The child takes compressible bytes, zlib stored ones: a chunk of the working side's kind goes straight on.
+    if (c.stored === (this.child === undefined)) {
+      await this.flushHeld();
+      return this.put(c);
+    }
+    this.held.push(c);
+    this.heldSize += c.data.length;
+    if (this.heldSize < MEMBER_SIZE) return;
+    // A long run: the other side takes over, after the working side has written everything it has.
+    if (this.child) {
+      await this.child.end();
+      this.child = undefined;
+    } else {
+      await this.zlib.end();
+      this.child = new ChildCompressor(this.program, ['-1', '-c', '-n'], this.sink, new SealimgError('UNSUPPORTED', `${this.program} is gone`));
+    }
+    await this.flushHeld();
+  }
+
+  async end(): Promise<void> {
+    await this.flushHeld();
+    await this.zlib.end();
+    await this.child?.end();
+  }
+
+  async kill(): Promise<void> {
+    await this.zlib.kill();
+    await this.child?.kill();
+  }
+
+  private async put(c: TarChunk): Promise<void> {
+    if (this.child) await this.child.write(c.data);
+    else await this.zlib.add(c);
+  }
+
+  private async flushHeld(): Promise<void> {
+    const held = this.held;
+    this.held = [];
+    this.heldSize = 0;
+    for (const h of held) await this.put(h);
   }
 }
 
@@ -166,17 +339,24 @@ export async function writeLayer(store: Store, entries: LayerEntry[], opts: Laye
     const chunks = tarChunks(sortEntries(entries), opts.mtime);
     const out = await BlobFile.create(tmp);
     try {
-      if (opts.compression === 'zstd') {
-        await viaZstd(chunks, onTar, out, opts.signal);
-      } else {
-        const gz = opts.compression === 'gzip' ? new ParallelGzip(opts.gzipLevel ?? GZIP_LEVEL, (b) => out.write(b)) : undefined;
+      const sink = (b: Buffer): Promise<void> => out.write(b);
+      const igzip = opts.compression === 'gzip' && opts.gzipLevel === undefined ? await findIgzip() : undefined;
+      const compressor =
+        opts.compression === 'zstd' ? new ZstdStream(sink)
+        : igzip ? new IgzipGzip(igzip, sink)
+        : opts.compression === 'gzip' ? new ParallelGzip(opts.gzipLevel ?? GZIP_LEVEL, sink)
+        : undefined;
+      try {
         for await (const c of chunks) {
           if (opts.signal?.aborted) throw opts.signal.reason;
           onTar(c.data);
-          if (gz) await gz.add(c);
+          if (compressor) await compressor.add(c);
           else await out.write(c.data);
         }
-        await gz?.end();
+        await compressor?.end();
+      } catch (e) {
+        await compressor?.kill();
+        throw e;
       }
     } finally {
       await out.close();

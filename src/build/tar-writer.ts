@@ -151,33 +151,108 @@ export function looksCompressed(head: Buffer): boolean {
   return false;
 }
 
-/** The tar of `entries` (already sorted) as chunks, every mtime set to `mtime` (seconds). */
-export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGenerator<TarChunk> {
-  for (const e of entries) {
-    yield { data: entryHeader(e, mtime), stored: false };
-    if (e.type !== 'file' || !e.size) continue;
-    const fh = await open(e.source!, 'r');
-    try {
-      let left = e.size;
-      let stored: boolean | undefined;
-      while (left > 0) {
-        // A fresh buffer per read: the consumer keeps chunks while later ones are read.
-        const buf = Buffer.allocUnsafe(Math.min(1 << 20, left));
-        const { bytesRead } = await fh.read(buf, 0, buf.length);
-        if (bytesRead === 0) throw new SealimgError('BUILD_FAILED', `${e.source} shrank while it was being added to a layer`);
-        const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-        stored ??= COMPRESSED_EXT.test(e.path) || looksCompressed(data);
-        yield { data, stored };
-        left -= bytesRead;
-      }
-      const probe = await fh.read(Buffer.alloc(1), 0, 1);
-      if (probe.bytesRead !== 0) throw new SealimgError('BUILD_FAILED', `${e.source} grew while it was being added to a layer`);
-      yield { data: pad(e.size), stored: false };
-    } finally {
-      await fh.close();
+/** Files up to this size are read whole, ahead of the tar writer. */
+const SMALL_FILE = 1 << 20;
+/** Bytes of small files read ahead: enough to hide the open/read/close latency of a few dozen files. */
+const READ_AHEAD_BYTES = 16 << 20;
+const READ_AHEAD_FILES = 64;
+
+function changedError(source: string, grew: boolean): SealimgError {
+  return new SealimgError('BUILD_FAILED', `${source} ${grew ? 'grew' : 'shrank'} while it was being added to a layer`);
+}
+
+/** A small file's bytes, checked to be exactly `size` long. */
+async function readWhole(source: string, size: number): Promise<Buffer> {
+  const fh = await open(source, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(size + 1); // one byte more tells that it grew
+    let n = 0;
+    while (n < buf.length) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
     }
+    if (n !== size) throw changedError(source, n > size);
+    return buf.subarray(0, size);
+  } finally {
+    await fh.close();
   }
-  yield { data: Buffer.alloc(BLOCK * 2), stored: false };
+}
+
+/** A large file's bytes in pieces of at most 1 MiB, checked to be exactly `size` long; the next piece is read while this one is used. */
+async function* readPieces(source: string, size: number): AsyncGenerator<Buffer> {
+  const fh = await open(source, 'r');
+  const PIECE = 1 << 20;
+  // A fresh buffer per read: the consumer keeps chunks while later ones are read.
+  const readAt = async (at: number): Promise<Buffer> => {
+    const buf = Buffer.allocUnsafe(Math.min(PIECE, size - at));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+    if (bytesRead === 0) throw changedError(source, false);
+    return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+  };
+  let next: Promise<Buffer> | undefined;
+  try {
+    let at = 0;
+    next = readAt(0);
+    while (next) {
+      const piece: Buffer = await next;
+      at += piece.length;
+      next = at < size ? readAt(at) : undefined;
+      next?.catch(() => undefined); // awaited on the next turn, or dropped if the consumer stops
+      yield piece;
+    }
+    if ((await fh.read(Buffer.alloc(1), 0, 1, size)).bytesRead !== 0) throw changedError(source, true);
+  } finally {
+    await next?.catch(() => undefined);
+    await fh.close();
+  }
+}
+
+/**
+ * The tar of `entries` (already sorted) as chunks, every mtime set to `mtime`
+ * (seconds). Small files are read several at a time ahead of the writer: one
+ * by one, the open/read/close round trips of thousands of shared libraries
+ * cost more than their bytes.
+ */
+export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGenerator<TarChunk> {
+  const small = (e: LayerEntry): boolean => e.type === 'file' && !!e.size && e.size <= SMALL_FILE;
+  const ahead = new Map<number, Promise<Buffer>>();
+  let next = 0;
+  let aheadBytes = 0;
+  try {
+    for (let i = 0; i < entries.length; i++) {
+      while (next < entries.length && (next <= i || (aheadBytes < READ_AHEAD_BYTES && next - i < READ_AHEAD_FILES))) {
+        const e = entries[next]!;
+        if (small(e)) {
+          const p = readWhole(e.source!, e.size!);
+          p.catch(() => undefined); // awaited in turn below, or dropped with the generator
+          ahead.set(next, p);
+          aheadBytes += e.size!;
+        }
+        next++;
+      }
+      const e = entries[i]!;
+      yield { data: entryHeader(e, mtime), stored: false };
+      if (e.type !== 'file' || !e.size) continue;
+      if (small(e)) {
+        const data = await ahead.get(i)!;
+        ahead.delete(i);
+        aheadBytes -= e.size;
+        yield { data, stored: COMPRESSED_EXT.test(e.path) || looksCompressed(data) };
+      } else {
+        let stored: boolean | undefined;
+        for await (const data of readPieces(e.source!, e.size)) {
+          stored ??= COMPRESSED_EXT.test(e.path) || looksCompressed(data);
+          yield { data, stored };
+        }
+      }
+      yield { data: pad(e.size), stored: false };
+    }
+    yield { data: Buffer.alloc(BLOCK * 2), stored: false };
+  } finally {
+    // Files still being read ahead are closed by their own readers; wait so none outlives the build.
+    await Promise.allSettled(ahead.values());
+  }
 }
 
 /** The tar of `entries` as a byte stream. */

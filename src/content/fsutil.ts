@@ -106,13 +106,14 @@ export async function withLock<T>(lockPath: string, fn: () => Promise<T>, timeou
 }
 
 /**
- * A pass-through stage that asks the kernel to write a file's pages back every
- * `every` bytes while the stream goes on. Without it a large blob sits dirty in
- * the page cache until the final fsync, which then writes all of it at once
- * after the download is over; with it the disk works while the network does.
- * Call `finish()` after the pipeline; the final fsync still decides durability.
+ * Asks the kernel to write a file's pages back every `interval` bytes written,
+ * while the writing goes on. Without it a large blob sits dirty in the page
+ * cache until the final fsync, which then writes all of it at once after the
+ * download or compression is over; with it the disk works alongside. At most
+ * one datasync runs at a time. Call `finish()` when done writing; the final
+ * fsync still decides durability.
  */
-export class Writeback extends Transform {
+export class WritebackTimer {
   private since = 0;
   private inflight?: Promise<void>;
   private fh?: FileHandle;
@@ -120,27 +121,42 @@ export class Writeback extends Transform {
   constructor(
     private readonly path: string,
     private readonly interval = 32 << 20,
-  ) {
-    super();
-  }
+  ) {}
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.since += chunk.length;
-    if (this.since >= this.interval && !this.inflight) {
-      this.since = 0;
-      this.inflight = (async () => {
-        this.fh ??= await open(this.path, 'r');
-        await this.fh.datasync();
-      })()
-        .catch(() => undefined) // only a head start: the final fsync reports real errors
-        .finally(() => (this.inflight = undefined));
-    }
-    done(null, chunk);
+  wrote(n: number): void {
+    this.since += n;
+    if (this.since < this.interval || this.inflight) return;
+    this.since = 0;
+    this.inflight = (async () => {
+      this.fh ??= await open(this.path, 'r');
+      await this.fh.datasync();
+    })()
+      .catch(() => undefined) // only a head start: the final fsync reports real errors
+      .finally(() => (this.inflight = undefined));
   }
 
   async finish(): Promise<void> {
     await this.inflight;
     await this.fh?.close();
     this.fh = undefined;
+  }
+}
+
+/** WritebackTimer as a pass-through stream stage. Call `finish()` after the pipeline. */
+export class Writeback extends Transform {
+  private readonly timer: WritebackTimer;
+
+  constructor(path: string, interval?: number) {
+    super();
+    this.timer = new WritebackTimer(path, interval);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.timer.wrote(chunk.length);
+    done(null, chunk);
+  }
+
+  finish(): Promise<void> {
+    return this.timer.finish();
   }
 }
