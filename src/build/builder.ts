@@ -21,7 +21,7 @@ import { discoverImages } from './discover.js';
 import { embedImages, parseArchiveLine, registryLayers, type RegistryLayers } from './embed.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
-import { GZIP_LEVEL, writeLayer, type Compression } from './layer.js';
+import { GZIP_LEVEL, findIgzip, writeLayer, type Compression } from './layer.js';
 import { parseSealfile } from './parse.js';
 import { plan, planFrom, type Plan, type RunStep } from './plan.js';
 import { applyEntries, diffSnapshots, runCommand, snapshot, unpackLayer } from './rootfs.js';
@@ -169,7 +169,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       const c = how.compression ?? compression;
       // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
       const started = Date.now();
-      const key = cache && !inRootfs ? await cache.key(entries, { compression: c, mtime: epoch, gzipLevel: GZIP_LEVEL }, how.contentAddressed) : undefined;
+      const key = cache && !inRootfs ? await cache.key(entries, { compression: c, mtime: epoch, gzipLevel: GZIP_LEVEL, deflater: c === 'gzip' && (await findIgzip()) ? 'igzip' : 'zlib' }, how.contentAddressed) : undefined;
       const hit = key ? await cache!.get(key, store) : undefined;
       const layer = hit ?? (await writeLayer(store, entries, { compression: c, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
       if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);

@@ -17,11 +17,19 @@ import type { Descriptor } from '../oci/types.js';
 import type { LayerEntry } from './tar-writer.js';
 
 /** Bumped whenever the same entries would give other layer bytes. */
-const FORMAT = 2;
+const FORMAT = 3;
 
 export interface CachedLayer {
   descriptor: Descriptor;
   diffId: string;
+}
+
+/** fn over items, BATCH at a time: one lstat after another costs a round trip to the thread pool each. */
+async function mapBatched<T, R>(items: T[], fn: (t: T) => Promise<R>): Promise<R[]> {
+  const BATCH = 64;
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += BATCH) out.push(...(await Promise.all(items.slice(i, i + BATCH).map(fn))));
+  return out;
 }
 
 export class LayerCache {
@@ -31,15 +39,14 @@ export class LayerCache {
   async key(entries: LayerEntry[], settings: Record<string, unknown>, contentAddressed = false): Promise<string> {
     const h = createHash('sha256');
     h.update(JSON.stringify({ FORMAT, settings, contentAddressed }));
-    for (const e of [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
-      let id = '';
-      // A file whose path names its digest (a registry blob, verified when it was written) is known by its path.
-      if (e.source && !contentAddressed) {
-        const st = await lstat(e.source, { bigint: true });
-        id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-      }
-      h.update(`${JSON.stringify([e.path, e.type, e.mode, e.size ?? 0, e.linkname ?? '', id])}\n`);
-    }
+    const sorted = [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    // A file whose path names its digest (a registry blob, verified when it was written) is known by its path.
+    const ids = await mapBatched(sorted, async (e) => {
+      if (!e.source || contentAddressed) return '';
+      const st = await lstat(e.source, { bigint: true });
+      return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    });
+    sorted.forEach((e, i) => h.update(`${JSON.stringify([e.path, e.type, e.mode, e.size ?? 0, e.linkname ?? '', ids[i]])}\n`));
     return h.digest('hex');
   }
 

@@ -176,6 +176,9 @@ class ParallelGzip {
   }
 }
 
+/** Bytes written to a compressor program that it has not read yet, at most. */
+const RUN_AHEAD = 8 << 20;
+
 /**
  * A compressor program fed with back-pressure; what it prints goes to `sink`
  * in order. end() resolves once the program exited 0 and every byte was sunk.
@@ -203,7 +206,10 @@ class ChildCompressor {
   }
 
   async write(b: Buffer): Promise<void> {
-    if (this.child.stdin.write(b)) return;
+    this.child.stdin.write(b);
+    // Run ahead of the program by a few MiB: waiting for each write to drain (stdin's
+    // highWaterMark is 16 KiB) would make the two take turns instead of working at once.
+    if (this.child.stdin.writableLength <= RUN_AHEAD) return;
     await Promise.race([new Promise((r) => this.child.stdin.once('drain', r)), this.done]);
   }
 

@@ -170,13 +170,15 @@ function addEntry(out: EntryMap, e: LayerEntry): void {
 
 /** Walks a directory, not following symlinks, skipping ignored paths. */
 async function walk(root: SourceRoot, hostDir: string, relDir: string, destDir: string, opts: CollectOptions, out: EntryMap): Promise<void> {
-  const names = (await readdir(hostDir)).sort();
-  for (const name of names) {
-    const rel = relDir ? `${relDir}/${name}` : name;
-    if (root.ignore?.ignores(rel) && !root.ignore.hasExceptions) continue;
+  const relOf = (name: string): string => (relDir ? `${relDir}/${name}` : name);
+  const names = (await readdir(hostDir)).sort().filter((name) => !(root.ignore?.ignores(relOf(name)) && !root.ignore.hasExceptions));
+  // All of a directory's lstats at once: one after another, each is a round trip to the thread pool.
+  const stats = await Promise.all(names.map((name) => lstat(join(hostDir, name))));
+  for (const [i, name] of names.entries()) {
+    const rel = relOf(name);
     const host = join(hostDir, name);
     const dest = destDir ? `${destDir}/${name}` : name;
-    const st = await lstat(host);
+    const st = stats[i]!;
     const ignored = root.ignore?.ignores(rel) ?? false;
     if (st.isDirectory()) {
       // With `!` exceptions an ignored directory may still hold included files.
