@@ -20,6 +20,7 @@ import type { DistributionStorage, Repository } from '../src/content/distributio
 import { checkRepositoryName, checkTag, isRepositoryName } from '../src/content/distribution/layout.js';
 import { Uploads } from './uploads.js';
 import type { PullThrough, ProxyTarget } from './proxy.js';
+import { sendFile } from './send-file.js';
 
 /** What a request needs to be allowed to do, in the token scope grammar (`repository:NAME:pull,push`). */
 export interface Access {
@@ -283,9 +284,13 @@ export function createRegistryHandler(storage: DistributionStorage, opts: Regist
       c.res.end();
       return;
     }
-    const stream = await storage.readBlob(digest, range);
-    c.res.writeHead(range ? 206 : 200, headers);
-    await pipeline(stream, c.res);
+    const fh = await storage.openBlob(digest);
+    try {
+      c.res.writeHead(range ? 206 : 200, headers);
+      await sendFile(fh, c.res, range?.start ?? 0, range?.end ?? size - 1);
+    } finally {
+      await fh.close();
+    }
   }
 
   async function startUpload(c: Call, name: string): Promise<void> {

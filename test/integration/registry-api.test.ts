@@ -93,6 +93,30 @@ test('monolithic upload, HEAD and ranged GET of a blob', async () => {
   assert.is(other.status, 404, 'a blob belongs to the repository it was pushed to');
 });
 
+test('a blob bigger than the send buffers comes back whole and by range; a client that leaves mid-body does not upset the server', async () => {
+  const base = await start();
+  const bytes = randomBytes((9 << 20) + 12345);
+  const digest = await pushBlob(base, 'app/big', bytes);
+  const full = await http(base, 'GET', `/v2/app/big/blobs/${digest}`);
+  assert.ok(full.body.equals(bytes), 'the whole blob, byte for byte');
+  const part = await http(base, 'GET', `/v2/app/big/blobs/${digest}`, { headers: { Range: `bytes=${(1 << 20) - 10}-${(5 << 20) + 10}` } });
+  assert.is(part.status, 206);
+  assert.ok(part.body.equals(bytes.subarray((1 << 20) - 10, (5 << 20) + 11)), 'a range across buffers');
+  // Take a little of the body, then hang up.
+  await new Promise<void>((resolve, reject) => {
+    const req = request(`${base}/v2/app/big/blobs/${digest}`, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', (e) => (req.destroyed ? undefined : reject(e)));
+    req.end();
+  });
+  const again = await http(base, 'GET', `/v2/app/big/blobs/${digest}`, { headers: { Range: 'bytes=0-99' } });
+  assert.ok(again.body.equals(bytes.subarray(0, 100)), 'the server goes on serving');
+});
+
 test('POST then PUT with the body, and streamed PATCH then PUT', async () => {
   const base = await start();
   const bytes = randomBytes(3000);

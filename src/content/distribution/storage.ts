@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, readFileSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -106,17 +106,19 @@ export class DistributionStorage {
     }
   }
 
-  /** Streams a blob, or the inclusive byte range [start, end] of it. */
-  async readBlob(digest: string, range?: { start: number; end: number }): Promise<Readable> {
-    const path = this.layout.blobData(digest);
-    let fh;
+  /** A blob's data file, open for reading; the caller closes it. */
+  async openBlob(digest: string): Promise<FileHandle> {
     try {
-      fh = await open(path, 'r');
+      return await open(this.layout.blobData(digest), 'r');
     } catch (e) {
       if (missing(e)) throw new SealimgError('BLOB_UNKNOWN', `blob ${digest} is not in ${this.root}`);
       throw e;
     }
-    return fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 1 << 20 });
+  }
+
+  /** Streams a blob. */
+  async readBlob(digest: string): Promise<Readable> {
+    return (await this.openBlob(digest)).createReadStream({ highWaterMark: 1 << 20 });
   }
 
   /**
