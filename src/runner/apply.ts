@@ -13,7 +13,7 @@ import type { RegistryOptions } from '../content/registry-client.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import { Clusterfile } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
-import { distributeTree, hasSent } from './distribute.js';
+import { distributeTree, hasSent, hashTree } from './distribute.js';
 import { Relay } from './relay.js';
 import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
 import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, refuseDowngrade, type KubePlan } from './kube.js';
@@ -277,6 +277,8 @@ export class Applier {
       });
     }
 
+    // One tree for every host: hashed once, each host's record then says what it still lacks.
+    const tree = await hashTree(m.rootfs);
     const one = async (h: RunHost) => {
       const s = await this.session(h);
       const state = dir.sentState(h.name);
@@ -287,7 +289,7 @@ export class Applier {
         if (relay && h === master0) {
           // master0 first gets what every host gets (no registry/), keeping each batch's stream for the others.
           try {
-            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatch: (b) => relay!.add(b) });
+            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatch: (b) => relay!.add(b), tree });
             files += r.sentFiles;
             bytes += r.sentBytes;
             relay.end();
@@ -306,7 +308,7 @@ export class Applier {
           }
         }
         // The direct upload: everything on a host that was not relayed to, else only what the relay left out or missed.
-        const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: h === reg ? undefined : isRegistry, step: 'distribute', signal: this.opts.signal });
+        const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: h === reg ? undefined : isRegistry, step: 'distribute', signal: this.opts.signal, tree });
         files += r.sentFiles;
         bytes += r.sentBytes;
         if (h === master0) {

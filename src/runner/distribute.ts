@@ -8,12 +8,14 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { writeFileAtomic } from '../content/fsutil.js';
 import { errnoCode } from '../errors.js';
 import type { SshSession } from './ssh.js';
 import { shellQuote } from './ssh.js';
 import { uploadTree } from './upload.js';
+
+/** Upload batches on the wire at once (each its own exec channel). */
+const BATCHES_IN_FLIGHT = 2;
 
 /** Bytes per upload batch: the most a killed run sends again ($SEALIMG_DISTRIBUTE_BATCH tunes it). */
 function batchBytes(): number {
@@ -26,27 +28,56 @@ export interface TreeFile {
   size: number;
 }
 
-/** Every file and symlink of a tree (relative path -> content hash), skipping `exclude`. */
+/** A file's sha256 (hex): small files in one read, large ones streamed. */
+async function hashFile(path: string, size: number): Promise<string> {
+  const h = createHash('sha256');
+  if (size <= 1 << 20) h.update(await readFile(path));
+  else for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Files hashed at once: one after another, thousands of small files cost more in round trips than in hashing. */
+const HASH_PARALLEL = 8;
+
+/** Every file and symlink of a tree (relative path -> content hash, in sorted walk order), skipping `exclude`. */
 export async function hashTree(root: string, exclude: (rel: string) => boolean = () => false): Promise<Map<string, TreeFile>> {
-  const out = new Map<string, TreeFile>();
+  const found: Array<{ rel: string; path: string; size: number; mode: number } | { rel: string; link: string }> = [];
   const walk = async (rel: string): Promise<void> => {
-    for (const name of (await readdir(rel ? join(root, rel) : root)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      if (exclude(r)) continue;
+    const names = (await readdir(rel ? join(root, rel) : root)).sort().map((name) => (rel ? `${rel}/${name}` : name)).filter((r) => !exclude(r));
+    const stats = await Promise.all(names.map((r) => lstat(join(root, r))));
+    for (const [i, r] of names.entries()) {
+      const st = stats[i]!;
       const p = join(root, r);
-      const st = await lstat(p);
       if (st.isDirectory()) await walk(r);
-      else if (st.isSymbolicLink()) out.set(r, { hash: `symlink:${await readlink(p)}`, size: 0 });
-      else if (st.isFile()) {
-        const h = createHash('sha256');
-        await pipeline(createReadStream(p, { highWaterMark: 1 << 20 }), h);
-        // The mode matters on the host (scripts): a chmod alone is a change to send.
-        out.set(r, { hash: `${h.digest('hex')}:${(st.mode & 0o7777).toString(8)}`, size: st.size });
-      }
+      else if (st.isSymbolicLink()) found.push({ rel: r, link: await readlink(p) });
+      else if (st.isFile()) found.push({ rel: r, path: p, size: st.size, mode: st.mode & 0o7777 });
     }
   };
   await walk('');
+  const out = new Map<string, TreeFile>();
+  const hashes: string[] = new Array(found.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: HASH_PARALLEL }, async () => {
+      for (let i = next++; i < found.length; i = next++) {
+        const f = found[i]!;
+        if ('path' in f) hashes[i] = await hashFile(f.path, f.size);
+      }
+    }),
+  );
+  for (const [i, f] of found.entries()) {
+    if ('link' in f) out.set(f.rel, { hash: `symlink:${f.link}`, size: 0 });
+    // The mode matters on the host (scripts): a chmod alone is a change to send.
+    else out.set(f.rel, { hash: `${hashes[i]}:${f.mode.toString(8)}`, size: f.size });
+  }
   return out;
+}
+
+/** Whether a parent directory of `rel` is excluded (hashTree does not descend into one). */
+function excludedDir(rel: string, exclude?: (rel: string) => boolean): boolean {
+  if (!exclude) return false;
+  for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) if (exclude(rel.slice(0, i))) return true;
+  return false;
 }
 
 type Sent = Record<string, Record<string, string>>;
@@ -108,9 +139,12 @@ export async function distributeTree(
     tee?: (index: number) => string;
     /** Told after each batch landed and was recorded. */
     onBatch?: (b: SentBatch) => void;
+    /** hashTree(localDir), when the caller already has it (one tree sent to many hosts is hashed once). */
+    tree?: Map<string, TreeFile>;
   } = {},
 ): Promise<DistributeResult> {
-  const local = await hashTree(localDir, opts.exclude);
+  const exclude = opts.exclude;
+  const local = opts.tree ? new Map([...opts.tree].filter(([rel]) => !exclude?.(rel) && !excludedDir(rel, exclude))) : await hashTree(localDir, exclude);
   const sent = await readSent(statePath);
   const have = new Map(Object.entries(sent[remoteDir] ?? {}));
   const todo = [...local].filter(([rel, f]) => have.get(rel) !== f.hash);
@@ -143,9 +177,14 @@ export async function distributeTree(
     batches[batches.length - 1]!.push(entry);
     size += entry[1].size;
   }
-  for (const [index, batch] of batches.entries()) {
+  // Two batches at a time: while the host checks and renames one, the next is already on the wire.
+  let recording = Promise.resolve();
+  const sendBatch = async (index: number): Promise<void> => {
+    const batch = batches[index]!;
     const names = new Set(batch.map(([rel]) => rel));
-    const up = await uploadTree(session, localDir, remoteDir, { filter: (rel) => names.has(rel), prune: opts.exclude, step: opts.step, signal: opts.signal, tee: opts.tee?.(index) });
+    // hashTree just hashed these files: the stream carries those hashes and the host checks against them.
+    const knownHashes = new Map(batch.map(([rel, f]) => [rel, f.hash.slice(0, f.hash.lastIndexOf(':'))]));
+    const up = await uploadTree(session, localDir, remoteDir, { filter: (rel) => names.has(rel), prune: opts.exclude, step: opts.step, signal: opts.signal, tee: opts.tee?.(index), knownHashes });
     let bytes = 0;
     for (const [rel, f] of batch) {
       have.set(rel, f.hash);
@@ -153,8 +192,26 @@ export async function distributeTree(
       bytes += f.size;
     }
     result.sentBytes += bytes;
-    await record();
+    // Records are written one after another, each with everything landed so far.
+    recording = recording.then(record);
+    await recording;
     opts.onBatch?.({ index, tmp: up.tmp, files: batch.map(([rel, f]) => [rel, f.hash]), bytes });
-  }
+  };
+  let nextBatch = 0;
+  let failed = false;
+  const lanes = await Promise.allSettled(
+    Array.from({ length: Math.min(BATCHES_IN_FLIGHT, batches.length) }, async () => {
+      while (!failed && nextBatch < batches.length) {
+        try {
+          await sendBatch(nextBatch++);
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+      }
+    }),
+  );
+  const failure = lanes.find((l) => l.status === 'rejected');
+  if (failure) throw (failure as PromiseRejectedResult).reason;
   return result;
 }

@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
@@ -41,6 +41,12 @@ export interface UploadOptions {
    * the upload succeeded), so other hosts can replay it (relay.ts). A failure to keep the copy never fails the upload.
    */
   tee?: string;
+  /**
+   * sha256 (hex) of files by relative path, when the caller just hashed them (distribute.ts): they are
+   * not hashed again here. The host checks every file against them, so a file that changed since fails
+   * the upload rather than landing unchecked.
+   */
+  knownHashes?: Map<string, string>;
 }
 
 export interface UploadResult {
@@ -102,47 +108,93 @@ function header(h: HeaderData): Buffer {
 
 const pad = (size: number) => Buffer.alloc((512 - (size % 512)) % 512);
 
-/** The tar stream: every entry, then the manifest and the script that checks and renames. */
-async function* tarStream(entries: Entry[], tmp: string, result: UploadResult): AsyncGenerator<Buffer> {
-  const sums: string[] = [];
-  const dirs = new Set<string>();
-  for (const e of entries) {
-    if (e.kind === 'dir') {
-      yield header({ path: `${e.rel}/`, type: 'Directory', mode: e.mode, mtime: e.mtime, size: 0 });
-      continue;
-    }
-    const tmpRel = `${tmp}/${e.rel}`;
-    const slash = e.rel.lastIndexOf('/');
-    dirs.add(slash >= 0 ? e.rel.slice(0, slash) : '.');
-    if (e.kind === 'symlink') {
-      yield header({ path: tmpRel, type: 'SymbolicLink', linkpath: e.target, mode: e.mode, mtime: e.mtime, size: 0 });
-      result.files.set(e.rel, `symlink:${e.target}`);
-      continue;
-    }
-    yield header({ path: tmpRel, type: 'File', mode: e.mode, mtime: e.mtime, size: e.size });
-    const hash = createHash('sha256');
-    let n = 0;
-    for await (const chunk of createReadStream(e.src)) {
+/**
+ * The host's check of every file against the manifest (`HEX  ./path` lines). openssl hashes about 4x
+ * faster than coreutils' sha256sum where the CPU has SHA instructions (2.1 against 0.5 GB/s here), which
+ * matters when several hosts share the work of receiving; sha256sum is the fallback, and on a mismatch it
+ * runs anyway to name the files that differ.
+ */
+function checkCommand(manifest: string): string {
+  const m = shellQuote(manifest);
+  const viaOpenssl = `cut -c67- ${m} | xargs -d '\\n' openssl dgst -sha256 -r | sed 's/ \\*/  /' | cmp -s - ${m}`;
+  return `if ! command -v openssl >/dev/null 2>&1 || ! { ${viaOpenssl}; }; then sha256sum -c --quiet --strict ${m} >&2; fi`;
+}
+
+/** Files up to this size are read whole, a few ahead of the stream. */
+const SMALL_FILE = 1 << 20;
+const READ_AHEAD = 16;
+
+/** A file's bytes in pieces, checked against the size its header promised. */
+async function* fileBytes(e: Entry, whole?: Promise<Buffer>): AsyncGenerator<Buffer> {
+  let n = 0;
+  if (whole) {
+    const b = await whole;
+    n = b.length;
+    if (n === e.size) yield b;
+  } else {
+    for await (const chunk of createReadStream(e.src, { highWaterMark: 1 << 20 })) {
       const b = chunk as Buffer;
       n += b.length;
-      // The header promised e.size bytes; a file that grows or shrinks now would corrupt the stream.
       if (n > e.size) break;
-      hash.update(b);
       yield b;
     }
-    if (n !== e.size) throw new SealimgError('IO', `${e.src} changed size while it was uploaded (${e.size} -> ${n} bytes)`);
-    yield pad(e.size);
-    const hex = hash.digest('hex');
-    sums.push(`${hex}  ./${tmpRel}`);
-    result.files.set(e.rel, hex);
-    result.bytes += e.size;
+  }
+  // The header promised e.size bytes; a file that grows or shrinks now would corrupt the stream.
+  if (n !== e.size) throw new SealimgError('IO', `${e.src} changed size while it was uploaded (${e.size} -> ${n} bytes)`);
+}
+
+/** The tar stream: every entry, then the manifest and the script that checks and renames. */
+async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, knownHashes?: Map<string, string>): AsyncGenerator<Buffer> {
+  const sums: string[] = [];
+  const dirs = new Set<string>();
+  // Small files are read a few at a time ahead of the stream: one by one, each open/read/close waits its turn.
+  const ahead = new Map<number, Promise<Buffer>>();
+  let next = 0;
+  const small = (e: Entry) => e.kind === 'file' && e.size > 0 && e.size <= SMALL_FILE;
+  try {
+    for (const [i, e] of entries.entries()) {
+      for (; next < entries.length && next < i + READ_AHEAD; next++) {
+        if (!small(entries[next]!)) continue;
+        const p = readFile(entries[next]!.src);
+        p.catch(() => undefined); // awaited in turn, or dropped with the stream
+        ahead.set(next, p);
+      }
+      if (e.kind === 'dir') {
+        yield header({ path: `${e.rel}/`, type: 'Directory', mode: e.mode, mtime: e.mtime, size: 0 });
+        continue;
+      }
+      const tmpRel = `${tmp}/${e.rel}`;
+      const slash = e.rel.lastIndexOf('/');
+      dirs.add(slash >= 0 ? e.rel.slice(0, slash) : '.');
+      if (e.kind === 'symlink') {
+        yield header({ path: tmpRel, type: 'SymbolicLink', linkpath: e.target, mode: e.mode, mtime: e.mtime, size: 0 });
+        result.files.set(e.rel, `symlink:${e.target}`);
+        continue;
+      }
+      yield header({ path: tmpRel, type: 'File', mode: e.mode, mtime: e.mtime, size: e.size });
+      const known = knownHashes?.get(e.rel);
+      const hash = known ? undefined : createHash('sha256');
+      const whole = ahead.get(i);
+      ahead.delete(i);
+      for await (const b of fileBytes(e, whole)) {
+        hash?.update(b);
+        yield b;
+      }
+      yield pad(e.size);
+      const hex = known ?? hash!.digest('hex');
+      sums.push(`${hex}  ./${tmpRel}`);
+      result.files.set(e.rel, hex);
+      result.bytes += e.size;
+    }
+  } finally {
+    await Promise.allSettled(ahead.values());
   }
   const now = new Date();
   const manifest = Buffer.from(sums.map((l) => `${l}\n`).join(''));
   const script = Buffer.from(
     [
       'set -e',
-      ...(sums.length ? [`sha256sum -c --quiet --strict ./${tmp}.sha256 >&2`] : []),
+      ...(sums.length ? [checkCommand(`./${tmp}.sha256`)] : []),
       // One mv per directory (not per file): each file is still one rename(2) into place.
       `into() { find "./${tmp}/$1" -mindepth 1 -maxdepth 1 ! -type d -exec mv -f -t "./$1" -- {} +; }`,
       ...[...dirs].sort().map((d) => `into ${shellQuote(d)}`),
@@ -202,7 +254,7 @@ async function send(session: SshSession, entries: Entry[], remoteDir: string, la
   const result: UploadResult = { files: new Map(), bytes: 0, tmp };
   const compress = opts.compress ?? false;
   const command = receiveCommand(remoteDir, tmp, { compress, tee: opts.tee });
-  const tar = Readable.from(tarStream(entries, tmp, result), { objectMode: false });
+  const tar = Readable.from(tarStream(entries, tmp, result, opts.knownHashes), { objectMode: false });
   let body: Readable = tar;
   if (compress) {
     const gz = createGzip({ level: 1 });
