@@ -6,8 +6,8 @@
  * hooks). Needs root. Run by hand:
  *   npm run build && node dist/bench/distribute.js [MB]      (default 700)
  * BENCH_RATE sets the link rate (default 1gbit), BENCH_HOSTS the counts
- * (default 1,3,5), SEALIMG_RELAY=0 measures direct uploads only (default: the
- * master0 relay on). The tree is half random bytes, half text-like files.
+ * (default 1,3,5), SEALIMG_RELAY=0 measures direct uploads only (the master0
+ * relay is on by default, as in sealimg run). The tree is half random bytes, half text-like files.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

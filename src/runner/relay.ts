@@ -26,6 +26,8 @@ import { randomId, shellQuote, type SshSession } from './ssh.js';
 import { receiveCommand } from './upload.js';
 
 const RELAY_ROOT = '/var/lib/sealimg/relay';
+/** How long a relay key line is honoured: far longer than any distribution, short enough to be harmless if left. */
+const EXPIRY_HOURS = 12;
 
 export interface RelayResult {
   files: number;
@@ -58,7 +60,19 @@ export class Relay {
     // The forced command takes only a batch number; anything else gets nothing.
     const forced = `case $SSH_ORIGINAL_COMMAND in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) exec cat ${dir}/$SSH_ORIGINAL_COMMAND.tar;; esac; exit 1`;
     const line = `restrict,from="${targets.map((t) => t.ip).join(',')}",command="${forced}" ${keys.public.trim()}`;
-    await master0.exec(`umask 077 && mkdir -p ${shellQuote(dir)} && mkdir -p ~/.ssh && printf '%s\\n' ${shellQuote(line)} >> ~/.ssh/authorized_keys`, {
+    // A run that dies before close() leaves its line behind: sshd stops accepting it after EXPIRY_HOURS
+    // (expiry-time, OpenSSH 7.7+, in master0's own time zone), and the next relay removes it with the
+    // streams kept beside it. Two runs at once on one cluster are not supported, so any other relay line is stale.
+    const install = [
+      'umask 077',
+      `f=~/.ssh/authorized_keys`,
+      `if [ -f "$f" ] && grep -q -F sealimg-relay- "$f"; then grep -v -F sealimg-relay- "$f" > "$f.sealimg-tmp"; chmod 600 "$f.sealimg-tmp" && mv -f "$f.sealimg-tmp" "$f" || exit 1; fi`,
+      `rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p ${shellQuote(dir)} ~/.ssh || exit 1`,
+      // Without GNU date the line has no expiry; the next relay still removes it.
+      `opt=''; exp=$(date -d '+${EXPIRY_HOURS} hours' +%Y%m%d%H%M 2>/dev/null) && opt="expiry-time=\\"$exp\\","`,
+      `printf '%s%s\\n' "$opt" ${shellQuote(line)} >> "$f"`,
+    ].join('\n');
+    await master0.exec(install, {
       step: 'distribute',
       label: 'authorise the relay key on master0',
       signal,
