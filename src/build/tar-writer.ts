@@ -7,6 +7,7 @@
  */
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
 import { SealimgError } from '../errors.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'whiteout';
@@ -27,8 +28,6 @@ export interface LayerEntry {
   linkname?: string;
 }
 
-const BLOCK = 512;
-const MAX_OCTAL_11 = 0o77777777777;
 
 /**
  * Orders entries bytewise by path (a parent always sorts before its children)
@@ -56,79 +55,17 @@ export function tarPath(e: LayerEntry): string {
   return `${e.path.slice(0, slash + 1)}.wh.${e.path.slice(slash + 1)}`;
 }
 
-function octal(buf: Buffer, value: number, offset: number, length: number): void {
-  buf.write(`${value.toString(8).padStart(length - 1, '0')}\0`, offset, length, 'ascii');
-}
-
-function paxRecord(key: string, value: string): Buffer {
-  const body = ` ${key}=${value}\n`;
-  const n = Buffer.byteLength(body);
-  // The record's length counts its own digits.
-  let digits = String(n).length;
-  while (String(n + digits).length !== digits) digits++;
-  return Buffer.from(`${n + digits}${body}`);
-}
-
-/** Splits a long name into ustar's prefix (155) and name (100), when possible. */
-function splitUstar(name: Buffer): { prefix: Buffer; name: Buffer } | undefined {
-  if (name.length <= 100) return { prefix: Buffer.alloc(0), name };
-  for (let i = name.length - 1; i > 0; i--) {
-    if (name[i] !== 0x2f) continue;
-    if (i <= 155 && name.length - i - 1 <= 100 && name.length - i - 1 > 0) return { prefix: name.subarray(0, i), name: name.subarray(i + 1) };
-  }
-  return undefined;
-}
-
-function header(name: Buffer, prefix: Buffer, typeflag: string, mode: number, size: number, mtime: number, linkname: Buffer): Buffer {
-  const h = Buffer.alloc(BLOCK);
-  name.copy(h, 0);
-  octal(h, mode & 0o7777, 100, 8);
-  octal(h, 0, 108, 8);
-  octal(h, 0, 116, 8);
-  octal(h, size, 124, 12);
-  octal(h, mtime, 136, 12);
-  h.fill(0x20, 148, 156);
-  h.write(typeflag, 156, 1, 'ascii');
-  linkname.copy(h, 157);
-  h.write('ustar\0', 257, 6, 'ascii');
-  h.write('00', 263, 2, 'ascii');
-  prefix.copy(h, 345);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
-  return h;
-}
-
-function pad(size: number): Buffer {
-  const rest = size % BLOCK;
-  return Buffer.alloc(rest === 0 ? 0 : BLOCK - rest);
-}
-
-/** The header block(s) of one entry: a PAX header first when ustar cannot hold the path, link or size. */
+/** The header block(s) of one entry, its mtime set to `mtime` (seconds). */
 export function entryHeader(e: LayerEntry, mtime: number): Buffer {
-  const isDir = e.type === 'dir';
-  const pathBytes = Buffer.from(isDir ? `${tarPath(e)}/` : tarPath(e));
-  const link = Buffer.from(e.linkname ?? '');
-  const size = e.type === 'file' ? e.size ?? 0 : 0;
-  const typeflag = e.type === 'dir' ? '5' : e.type === 'symlink' ? '2' : e.type === 'hardlink' ? '1' : '0';
-  const records: Buffer[] = [];
-  let split = splitUstar(pathBytes);
-  if (!split) {
-    records.push(paxRecord('path', pathBytes.toString()));
-    split = { prefix: Buffer.alloc(0), name: pathBytes.subarray(0, 100) };
-  }
-  let linkField = link;
-  if (link.length > 100) {
-    records.push(paxRecord('linkpath', link.toString()));
-    linkField = link.subarray(0, 100);
-  }
-  if (size > MAX_OCTAL_11) records.push(paxRecord('size', String(size)));
-  const main = header(split.name, split.prefix, typeflag, e.type === 'whiteout' ? 0 : e.mode, size > MAX_OCTAL_11 ? 0 : size, mtime, linkField);
-  if (records.length === 0) return main;
-  const body = Buffer.concat(records);
-  // A stable PAX header name, so the bytes do not depend on anything but the entry.
-  const paxName = Buffer.from('PaxHeader').subarray(0, 100);
-  return Buffer.concat([header(paxName, Buffer.alloc(0), 'x', 0o644, body.length, mtime, Buffer.alloc(0)), body, pad(body.length), main]);
+  const flag = e.type === 'dir' ? '5' : e.type === 'symlink' ? '2' : e.type === 'hardlink' ? '1' : '0';
+  return tarHeader({
+    name: e.type === 'dir' ? `${tarPath(e)}/` : tarPath(e),
+    flag,
+    mode: e.type === 'whiteout' ? 0 : e.mode,
+    size: e.type === 'file' ? e.size ?? 0 : 0,
+    mtime,
+    linkname: e.linkname,
+  });
 }
 
 /** A piece of the tar stream; `stored` marks file bytes that are already compressed. */
@@ -246,9 +183,9 @@ export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGen
           yield { data, stored };
         }
       }
-      yield { data: pad(e.size), stored: false };
+      yield { data: padding(e.size), stored: false };
     }
-    yield { data: Buffer.alloc(BLOCK * 2), stored: false };
+    yield { data: Buffer.from(END_OF_ARCHIVE), stored: false };
   } finally {
     // Files still being read ahead are closed by their own readers; wait so none outlives the build.
     await Promise.allSettled(ahead.values());

@@ -26,47 +26,92 @@ function octal(h: Buffer, value: number, offset: number, length: number): void {
   h.write(`${value.toString(8).padStart(length - 1, '0')}\0`, offset, length, 'ascii');
 }
 
-function ustar(name: string, size: number, type: string, mode: number): Buffer {
+/** One pax record, "<len> key=value\n", where len counts its own digits. */
+function paxRecord(key: string, value: string): Buffer {
+  const body = ` ${key}=${value}\n`;
+  const n = Buffer.byteLength(body);
+  let digits = String(n).length;
+  while (String(n + digits).length !== digits) digits++;
+  return Buffer.from(`${n + digits}${body}`);
+}
+
+/** Splits a long name into ustar's prefix (155) and name (100), when it can be. */
+function splitUstar(name: Buffer): { prefix: Buffer; name: Buffer } | undefined {
+  if (name.length <= 100) return { prefix: Buffer.alloc(0), name };
+  for (let i = name.length - 1; i > 0; i--) {
+    if (name[i] !== 0x2f) continue;
+    if (i <= 155 && name.length - i - 1 <= 100 && name.length - i - 1 > 0) return { prefix: name.subarray(0, i), name: name.subarray(i + 1) };
+  }
+  return undefined;
+}
+
+function ustar(name: Buffer, prefix: Buffer, flag: string, mode: number, size: number, mtime: number, linkname: Buffer): Buffer {
   const h = Buffer.alloc(BLOCK);
-  h.write(name.length > 100 ? name.slice(0, 100) : name, 0, 100, 'utf8');
-  octal(h, mode, 100, 8);
+  name.copy(h, 0);
+  octal(h, mode & 0o7777, 100, 8);
   octal(h, 0, 108, 8); // uid
   octal(h, 0, 116, 8); // gid
-  octal(h, Math.min(size, MAX_OCTAL_SIZE), 124, 12);
-  octal(h, 0, 136, 12); // mtime 0: the same images give the same archive
-  h.write(type, 156, 1, 'ascii');
+  octal(h, size, 124, 12);
+  octal(h, mtime, 136, 12);
+  h.fill(0x20, 148, 156);
+  h.write(flag, 156, 1, 'ascii');
+  linkname.copy(h, 157);
   h.write('ustar\0', 257, 6, 'ascii');
   h.write('00', 263, 2, 'ascii');
-  h.fill(0x20, 148, 156);
+  prefix.copy(h, 345);
   let sum = 0;
   for (const b of h) sum += b;
   h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
   return h;
 }
 
-/** One pax record: "<len> key=value\n", where len counts itself. */
-function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  let len = Buffer.byteLength(body) + 1;
-  while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
-  return `${len}${body}`;
+/** What one tar header says: every writer in sealimg (layers, archives, uploads) encodes through tarHeader. */
+export interface HeaderFields {
+  /** The entry's name; a directory's ends with `/`. */
+  name: string;
+  /** ustar typeflag: '0' file, '1' hard link, '2' symlink, '5' directory. */
+  flag: '0' | '1' | '2' | '5';
+  /** Permission bits (07777). */
+  mode: number;
+  size?: number;
+  /** Seconds since the epoch (default 0: the same entries give the same bytes). */
+  mtime?: number;
+  linkname?: string;
 }
 
 /**
- * The header block(s) for one entry. Names over 100 bytes and sizes over
- * 8 GiB go in a pax extended header, which every reader sealimg meets understands.
+ * The header block(s) of one entry: POSIX ustar, uid/gid 0 and no user or
+ * group names, with a pax header first for a path, link target or size that
+ * ustar cannot hold. The pax header's own name is fixed, so the bytes depend
+ * on nothing but the fields.
  */
+export function tarHeader(f: HeaderFields): Buffer {
+  const path = Buffer.from(f.name);
+  const link = Buffer.from(f.linkname ?? '');
+  const size = f.size ?? 0;
+  const mtime = f.mtime ?? 0;
+  const records: Buffer[] = [];
+  let split = splitUstar(path);
+  if (!split) {
+    records.push(paxRecord('path', f.name));
+    split = { prefix: Buffer.alloc(0), name: path.subarray(0, 100) };
+  }
+  let linkField = link;
+  if (link.length > 100) {
+    records.push(paxRecord('linkpath', f.linkname!));
+    linkField = link.subarray(0, 100);
+  }
+  if (size > MAX_OCTAL_SIZE) records.push(paxRecord('size', String(size)));
+  const main = ustar(split.name, split.prefix, f.flag, f.mode, size > MAX_OCTAL_SIZE ? 0 : size, mtime, linkField);
+  if (records.length === 0) return main;
+  const body = Buffer.concat(records);
+  return Buffer.concat([ustar(Buffer.from('PaxHeader'), Buffer.alloc(0), 'x', 0o644, body.length, mtime, Buffer.alloc(0)), body, padding(body.length), main]);
+}
+
+/** The header of a file or directory in an image archive (0644 / 0755, mtime 0). */
 export function entryHeader(name: string, size: number, type: EntryType = 'file'): Buffer {
   if (type === 'link') throw new SealimgError('UNSUPPORTED', 'sealimg does not write links into archives');
-  const flag = type === 'directory' ? '5' : '0';
-  const mode = type === 'directory' ? 0o755 : 0o644;
-  const records: string[] = [];
-  if (Buffer.byteLength(name) > 100) records.push(paxRecord('path', name));
-  if (size > MAX_OCTAL_SIZE) records.push(paxRecord('size', String(size)));
-  const main = ustar(name, size, flag, mode);
-  if (records.length === 0) return main;
-  const pax = Buffer.from(records.join(''));
-  return Buffer.concat([ustar(`PaxHeaders/${name.slice(-80)}`, pax.length, 'x', 0o644), pax, padding(pax.length), main]);
+  return type === 'directory' ? tarHeader({ name: name.endsWith('/') ? name : `${name}/`, flag: '5', mode: 0o755 }) : tarHeader({ name, flag: '0', mode: 0o644, size });
 }
 
 /** A raw header block, decoded. */

@@ -8,9 +8,9 @@
  * upload removes its staging dir. Files are replaced one by one: a failure
  * half-way through the renames leaves some files new and the rest old.
  *
- * The tar is written here (headers from node-tar's Header/Pax), so each file is
- * read once: its bytes are hashed as they go into the stream, and the hash
- * manifest travels as the archive's last entry.
+ * The tar is written here (content/tar.ts headers), so each file is read
+ * once: its bytes are hashed as they go into the stream (unless the caller
+ * just hashed them), and the hash manifest travels as the archive's last entry.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -18,7 +18,7 @@ import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
-import { Header, Pax, type HeaderData } from 'tar';
+import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
 import { SealimgError } from '../errors.js';
 import { randomId, shellQuote, type SshSession } from './ssh.js';
 
@@ -100,13 +100,7 @@ async function walk(root: string, filter?: (rel: string) => boolean, prune?: (re
   return out;
 }
 
-function header(h: HeaderData): Buffer {
-  const hd = new Header({ uid: 0, gid: 0, uname: 'root', gname: 'root', ...h });
-  // Long names and link targets go in a PAX extended header before the entry.
-  return hd.encode() ? Buffer.concat([new Pax({ path: h.path, linkpath: h.linkpath, mtime: h.mtime }).encode(), hd.block!]) : hd.block!;
-}
-
-const pad = (size: number) => Buffer.alloc((512 - (size % 512)) % 512);
+const seconds = (d: Date) => Math.floor(d.getTime() / 1000);
 
 /**
  * The host's check of every file against the manifest (`HEX  ./path` lines). openssl hashes about 4x
@@ -160,18 +154,18 @@ async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, k
         ahead.set(next, p);
       }
       if (e.kind === 'dir') {
-        yield header({ path: `${e.rel}/`, type: 'Directory', mode: e.mode, mtime: e.mtime, size: 0 });
+        yield tarHeader({ name: `${e.rel}/`, flag: '5', mode: e.mode, mtime: seconds(e.mtime) });
         continue;
       }
       const tmpRel = `${tmp}/${e.rel}`;
       const slash = e.rel.lastIndexOf('/');
       dirs.add(slash >= 0 ? e.rel.slice(0, slash) : '.');
       if (e.kind === 'symlink') {
-        yield header({ path: tmpRel, type: 'SymbolicLink', linkpath: e.target, mode: e.mode, mtime: e.mtime, size: 0 });
+        yield tarHeader({ name: tmpRel, flag: '2', linkname: e.target, mode: e.mode, mtime: seconds(e.mtime) });
         result.files.set(e.rel, `symlink:${e.target}`);
         continue;
       }
-      yield header({ path: tmpRel, type: 'File', mode: e.mode, mtime: e.mtime, size: e.size });
+      yield tarHeader({ name: tmpRel, flag: '0', mode: e.mode, mtime: seconds(e.mtime), size: e.size });
       const known = knownHashes?.get(e.rel);
       const hash = known ? undefined : createHash('sha256');
       const whole = ahead.get(i);
@@ -180,7 +174,7 @@ async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, k
         hash?.update(b);
         yield b;
       }
-      yield pad(e.size);
+      yield padding(e.size);
       const hex = known ?? hash!.digest('hex');
       sums.push(`${hex}  ./${tmpRel}`);
       result.files.set(e.rel, hex);
@@ -205,11 +199,11 @@ async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, k
     [`${tmp}.sha256`, manifest],
     [`${tmp}.sh`, script],
   ] as const) {
-    yield header({ path: name, type: 'File', mode: 0o600, mtime: now, size: body.length });
+    yield tarHeader({ name, flag: '0', mode: 0o600, mtime: seconds(now), size: body.length });
     yield body;
-    yield pad(body.length);
+    yield padding(body.length);
   }
-  yield Buffer.alloc(1024);
+  yield Buffer.from(END_OF_ARCHIVE);
 }
 
 /** Uploads the tree at `localDir` into `remoteDir` on the host (made if missing). */
