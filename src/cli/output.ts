@@ -20,7 +20,8 @@ export function humanSize(bytes: number): string {
 export function humanAge(iso: string | undefined, now = Date.now()): string {
   if (!iso) return 'N/A';
   const t = Date.parse(iso);
-  if (Number.isNaN(t)) return 'N/A';
+  // A reproducible build records the epoch (SOURCE_DATE_EPOCH unset): no time was recorded, so none is shown.
+  if (Number.isNaN(t) || t === 0) return 'N/A';
   const s = Math.max(0, (now - t) / 1000);
   const steps: Array<[number, string]> = [[60, 'second'], [60, 'minute'], [24, 'hour'], [7, 'day'], [4.35, 'week'], [12, 'month'], [Infinity, 'year']];
   let v = s;
