@@ -34,6 +34,25 @@ export interface RelayResult {
   bytes: number;
 }
 
+/**
+ * The script master0 runs to take `line` into root's authorized_keys, with the relay's stream dir `dir`.
+ * Exported for its test.
+ */
+export function authorizeScript(dir: string, line: string): string {
+  // A run that dies before close() leaves its line behind: sshd stops accepting it after EXPIRY_HOURS
+  // (expiry-time, OpenSSH 7.7+, in master0's own time zone), and the next relay removes it with the
+  // streams kept beside it. Two runs at once on one cluster are not supported, so any other relay line is stale.
+  return [
+    'umask 077',
+    `f=~/.ssh/authorized_keys`,
+    `if [ -f "$f" ] && grep -q -F sealimg-relay- "$f"; then grep -v -F sealimg-relay- "$f" > "$f.sealimg-tmp"; chmod 600 "$f.sealimg-tmp" && mv -f "$f.sealimg-tmp" "$f" || exit 1; fi`,
+    `rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p ${shellQuote(dir)} ~/.ssh || exit 1`,
+    // Without GNU date the line has no expiry; the next relay still removes it.
+    `opt=''; exp=$(date -d '+${EXPIRY_HOURS} hours' +%Y%m%d%H%M 2>/dev/null) && opt="expiry-time=\\"$exp\\","`,
+    `printf '%s%s\\n' "$opt" ${shellQuote(line)} >> "$f"`,
+  ].join('\n');
+}
+
 export class Relay {
   private readonly batches: SentBatch[] = [];
   private ended = false;
@@ -60,18 +79,7 @@ export class Relay {
     // The forced command takes only a batch number; anything else gets nothing.
     const forced = `case $SSH_ORIGINAL_COMMAND in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) exec cat ${dir}/$SSH_ORIGINAL_COMMAND.tar;; esac; exit 1`;
     const line = `restrict,from="${targets.map((t) => t.ip).join(',')}",command="${forced}" ${keys.public.trim()}`;
-    // A run that dies before close() leaves its line behind: sshd stops accepting it after EXPIRY_HOURS
-    // (expiry-time, OpenSSH 7.7+, in master0's own time zone), and the next relay removes it with the
-    // streams kept beside it. Two runs at once on one cluster are not supported, so any other relay line is stale.
-    const install = [
-      'umask 077',
-      `f=~/.ssh/authorized_keys`,
-      `if [ -f "$f" ] && grep -q -F sealimg-relay- "$f"; then grep -v -F sealimg-relay- "$f" > "$f.sealimg-tmp"; chmod 600 "$f.sealimg-tmp" && mv -f "$f.sealimg-tmp" "$f" || exit 1; fi`,
-      `rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p ${shellQuote(dir)} ~/.ssh || exit 1`,
-      // Without GNU date the line has no expiry; the next relay still removes it.
-      `opt=''; exp=$(date -d '+${EXPIRY_HOURS} hours' +%Y%m%d%H%M 2>/dev/null) && opt="expiry-time=\\"$exp\\","`,
-      `printf '%s%s\\n' "$opt" ${shellQuote(line)} >> "$f"`,
-    ].join('\n');
+    const install = authorizeScript(dir, line);
     await master0.exec(install, {
       step: 'distribute',
       label: 'authorise the relay key on master0',

@@ -11,6 +11,7 @@ import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
+import { authorizeScript } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -105,6 +106,26 @@ test('a node whose relay fails gets the tree directly, and says why', async () =
     await n2.sh('mv /usr/bin/ssh.off /usr/bin/ssh');
   }
   assert.is((await runSealimg(['reset'])).code, 0);
+});
+
+test('the relay key line master0 gets expires in 12 hours, and replaces a crashed run\'s line and streams', async () => {
+  const m0 = ctx.hosts.hosts[0]!;
+  const pub = (await readFile(join(ctx.home, 'stale.pub'), 'utf8')).trim();
+  await m0.sh(`umask 077; mkdir -p /root/.ssh /var/lib/sealimg/relay/old && echo x > /var/lib/sealimg/relay/old/0.tar && printf '%s\\n' 'keep-me ${pub.replace('sealimg-relay-stale', 'someone')}' 'restrict ${pub}' > /root/.ssh/authorized_keys`);
+  const line = `restrict,command="true" ${pub.replace('sealimg-relay-stale', 'sealimg-relay-new')}`;
+  const r = await m0.sh(authorizeScript('/var/lib/sealimg/relay/new', line));
+  assert.is(r.code, 0, r.stderr);
+  const keys = (await m0.sh('cat /root/.ssh/authorized_keys; ls -A /var/lib/sealimg/relay')).stdout.trim().split('\n');
+  assert.is(keys[0], `keep-me ${pub.replace('sealimg-relay-stale', 'someone')}`, 'other lines stay as they were');
+  const m = /^expiry-time="(\d{12})",(.*)$/.exec(keys[1]!);
+  assert.ok(m, `the new line has an expiry: ${keys[1]}`);
+  assert.is(m![2], line);
+  const hostNow = (await m0.sh("date +%Y%m%d%H%M")).stdout.trim();
+  const toDate = (t: string) => Date.UTC(+t.slice(0, 4), +t.slice(4, 6) - 1, +t.slice(6, 8), +t.slice(8, 10), +t.slice(10, 12));
+  const hours = (toDate(m![1]!) - toDate(hostNow)) / 3_600_000;
+  assert.ok(hours > 11.9 && hours <= 12, `expires ${hours} hours from now`);
+  assert.equal(keys.slice(2), ['new'], 'the stale line and streams are gone');
+  await m0.sh('rm -rf /var/lib/sealimg/relay; : > /root/.ssh/authorized_keys');
 });
 
 test.run();
