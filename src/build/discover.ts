@@ -60,27 +60,36 @@ export function referenceLines(text: string): string[] {
     .filter((l) => l !== '');
 }
 
-/** Every `image` of a container in any pod spec inside a parsed document. */
-export function podImages(doc: unknown): string[] {
-  const out: string[] = [];
+/**
+ * Calls `fn` for every key and value of every object inside `doc`, in
+ * document order (what a reader of the file sees first comes first), parents
+ * before children; nesting deeper than 64 is not followed.
+ */
+function forEachEntry(doc: unknown, fn: (key: string, value: unknown) => void): void {
   const visit = (v: unknown, depth: number): void => {
     if (depth > 64 || v === null || typeof v !== 'object') return;
     if (Array.isArray(v)) {
       for (const x of v) visit(x, depth + 1);
       return;
     }
-    // Document order: what a reader of the file sees first is listed first.
     for (const [key, x] of Object.entries(v as Record<string, unknown>)) {
-      if (POD_LISTS.includes(key) && Array.isArray(x)) {
-        for (const c of x) {
-          const image = (c as Record<string, unknown> | null)?.image;
-          if (typeof image === 'string' && image.trim() !== '') out.push(image.trim());
-        }
-      }
+      fn(key, x);
       visit(x, depth + 1);
     }
   };
   visit(doc, 0);
+}
+
+/** Every `image` of a container in any pod spec inside a parsed document. */
+export function podImages(doc: unknown): string[] {
+  const out: string[] = [];
+  forEachEntry(doc, (key, x) => {
+    if (!POD_LISTS.includes(key) || !Array.isArray(x)) return;
+    for (const c of x) {
+      const image = (c as Record<string, unknown> | null)?.image;
+      if (typeof image === 'string' && image.trim() !== '') out.push(image.trim());
+    }
+  });
   return out;
 }
 
@@ -99,30 +108,20 @@ export function manifestImages(text: string, name: string): { images: string[]; 
 /** Image references from Helm values: `image: "ref"` or `image: {registry, repository, tag, digest}`. */
 export function valuesImages(values: unknown): string[] {
   const out: string[] = [];
-  const visit = (v: unknown, depth: number): void => {
-    if (depth > 64 || v === null || typeof v !== 'object') return;
-    if (Array.isArray(v)) {
-      for (const x of v) visit(x, depth + 1);
-      return;
-    }
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
-      if (/^image$/i.test(k) || /Image$/.test(k)) {
-        if (typeof x === 'string' && x.trim() !== '' && !x.includes('{{')) out.push(x.trim());
-        else if (x && typeof x === 'object' && !Array.isArray(x)) {
-          const m = x as Record<string, unknown>;
-          const repo = typeof m.repository === 'string' ? m.repository : typeof m.name === 'string' ? m.name : undefined;
-          if (repo) {
-            const registry = typeof m.registry === 'string' && m.registry ? `${m.registry}/` : '';
-            const tag = typeof m.tag === 'string' || typeof m.tag === 'number' ? `:${m.tag}` : '';
-            const digest = typeof m.digest === 'string' && m.digest ? `@${m.digest}` : '';
-            out.push(`${registry}${repo}${digest ? '' : tag}${digest}`);
-          }
-        }
+  forEachEntry(values, (k, x) => {
+    if (!/^image$/i.test(k) && !/Image$/.test(k)) return;
+    if (typeof x === 'string' && x.trim() !== '' && !x.includes('{{')) out.push(x.trim());
+    else if (x && typeof x === 'object' && !Array.isArray(x)) {
+      const m = x as Record<string, unknown>;
+      const repo = typeof m.repository === 'string' ? m.repository : typeof m.name === 'string' ? m.name : undefined;
+      if (repo) {
+        const registry = typeof m.registry === 'string' && m.registry ? `${m.registry}/` : '';
+        const tag = typeof m.tag === 'string' || typeof m.tag === 'number' ? `:${m.tag}` : '';
+        const digest = typeof m.digest === 'string' && m.digest ? `@${m.digest}` : '';
+        out.push(`${registry}${repo}${digest ? '' : tag}${digest}`);
       }
-      visit(x, depth + 1);
     }
-  };
-  visit(values, 0);
+  });
   return out;
 }
 
