@@ -26,6 +26,7 @@ import { randomId, shellQuote, type SshSession } from './ssh.js';
 import { receiveCommand } from './upload.js';
 
 const RELAY_ROOT = '/var/lib/sealimg/relay';
+const RETRY_PAUSE_MS = 1000;
 /** How long a relay key line is honoured: far longer than any distribution, short enough to be harmless if left. */
 const EXPIRY_HOURS = 12;
 
@@ -138,7 +139,8 @@ export class Relay {
     });
     try {
       const ssh = [
-        'ssh -q -i key -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=known_hosts -o GlobalKnownHostsFile=/dev/null',
+        // Errors only (not -q): why a fetch failed is in the message, not lost.
+        'ssh -o LogLevel=ERROR -i key -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=known_hosts -o GlobalKnownHostsFile=/dev/null',
         '-o StrictHostKeyChecking=yes -o ConnectTimeout=15 -o ServerAliveInterval=15 -o Compression=no',
         // AES-GCM is the cheapest cipher where the CPU has AES instructions; the others stay as fallbacks.
         '-c aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr',
@@ -149,7 +151,13 @@ export class Relay {
         if (!b) break;
         // ssh runs in the key dir (relative paths), the receive command in a subshell that changes to the target.
         const cmd = `cd ${K} || exit 1; ${ssh} ${n} </dev/null | ( ${receiveCommand(remoteDir, b.tmp)}\n)`;
-        await session.exec(cmd, { step: 'distribute', label: `relay batch ${n} from master0 ${this.from.name} into ${remoteDir}`, signal });
+        const label = `relay batch ${n} from master0 ${this.from.name} into ${remoteDir}`;
+        // One more try after a pause: a failed fetch leaves nothing behind (receiveCommand), and a
+        // connection refused while master0 is busy is worth a second look before the direct upload.
+        await session.exec(cmd, { step: 'distribute', label, signal }).catch(async () => {
+          await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
+          return session.exec(cmd, { step: 'distribute', label, signal });
+        });
         await recordSent(statePath, remoteDir, b.files);
         out.files += b.files.length;
         out.bytes += b.bytes;
