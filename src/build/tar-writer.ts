@@ -7,6 +7,7 @@
  */
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { ReadAhead } from '../content/fsutil.js';
 import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
 import { SealimgError } from '../errors.js';
 
@@ -88,32 +89,8 @@ export function looksCompressed(head: Buffer): boolean {
   return false;
 }
 
-/** Files up to this size are read whole, ahead of the tar writer. */
-const SMALL_FILE = 1 << 20;
-/** Bytes of small files read ahead: enough to hide the open/read/close latency of a few dozen files. */
-const READ_AHEAD_BYTES = 16 << 20;
-const READ_AHEAD_FILES = 64;
-
 function changedError(source: string, grew: boolean): SealimgError {
   return new SealimgError('BUILD_FAILED', `${source} ${grew ? 'grew' : 'shrank'} while it was being added to a layer`);
-}
-
-/** A small file's bytes, checked to be exactly `size` long. */
-async function readWhole(source: string, size: number): Promise<Buffer> {
-  const fh = await open(source, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(size + 1); // one byte more tells that it grew
-    let n = 0;
-    while (n < buf.length) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-    if (n !== size) throw changedError(source, n > size);
-    return buf.subarray(0, size);
-  } finally {
-    await fh.close();
-  }
 }
 
 /** A large file's bytes in pieces of at most 1 MiB, checked to be exactly `size` long; the next piece is read while this one is used. */
@@ -147,34 +124,18 @@ async function* readPieces(source: string, size: number): AsyncGenerator<Buffer>
 
 /**
  * The tar of `entries` (already sorted) as chunks, every mtime set to `mtime`
- * (seconds). Small files are read several at a time ahead of the writer: one
- * by one, the open/read/close round trips of thousands of shared libraries
- * cost more than their bytes.
+ * (seconds). Small files are read ahead of the writer (ReadAhead).
  */
 export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGenerator<TarChunk> {
-  const small = (e: LayerEntry): boolean => e.type === 'file' && !!e.size && e.size <= SMALL_FILE;
-  const ahead = new Map<number, Promise<Buffer>>();
-  let next = 0;
-  let aheadBytes = 0;
+  const ahead = new ReadAhead(entries.map((e) => (e.type === 'file' && e.size ? { path: e.source!, size: e.size } : undefined)));
   try {
-    for (let i = 0; i < entries.length; i++) {
-      while (next < entries.length && (next <= i || (aheadBytes < READ_AHEAD_BYTES && next - i < READ_AHEAD_FILES))) {
-        const e = entries[next]!;
-        if (small(e)) {
-          const p = readWhole(e.source!, e.size!);
-          p.catch(() => undefined); // awaited in turn below, or dropped with the generator
-          ahead.set(next, p);
-          aheadBytes += e.size!;
-        }
-        next++;
-      }
-      const e = entries[i]!;
+    for (const [i, e] of entries.entries()) {
+      const whole = ahead.take(i);
       yield { data: entryHeader(e, mtime), stored: false };
       if (e.type !== 'file' || !e.size) continue;
-      if (small(e)) {
-        const data = await ahead.get(i)!;
-        ahead.delete(i);
-        aheadBytes -= e.size;
+      if (whole) {
+        const data = await whole;
+        if (data.length !== e.size) throw changedError(e.source!, data.length > e.size);
         yield { data, stored: COMPRESSED_EXT.test(e.path) || looksCompressed(data) };
       } else {
         let stored: boolean | undefined;
@@ -187,8 +148,7 @@ export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGen
     }
     yield { data: Buffer.from(END_OF_ARCHIVE), stored: false };
   } finally {
-    // Files still being read ahead are closed by their own readers; wait so none outlives the build.
-    await Promise.allSettled(ahead.values());
+    await ahead.close();
   }
 }
 

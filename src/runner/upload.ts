@@ -14,10 +14,11 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
+import { ReadAhead } from '../content/fsutil.js';
 import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
 import { SealimgError } from '../errors.js';
 import { randomId, shellQuote, type SshSession } from './ssh.js';
@@ -114,10 +115,6 @@ function checkCommand(manifest: string): string {
   return `if ! command -v openssl >/dev/null 2>&1 || ! { ${viaOpenssl}; }; then sha256sum -c --quiet --strict ${m} >&2; fi`;
 }
 
-/** Files up to this size are read whole, a few ahead of the stream. */
-const SMALL_FILE = 1 << 20;
-const READ_AHEAD = 16;
-
 /** A file's bytes in pieces, checked against the size its header promised. */
 async function* fileBytes(e: Entry, whole?: Promise<Buffer>): AsyncGenerator<Buffer> {
   let n = 0;
@@ -141,18 +138,10 @@ async function* fileBytes(e: Entry, whole?: Promise<Buffer>): AsyncGenerator<Buf
 async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, knownHashes?: Map<string, string>): AsyncGenerator<Buffer> {
   const sums: string[] = [];
   const dirs = new Set<string>();
-  // Small files are read a few at a time ahead of the stream: one by one, each open/read/close waits its turn.
-  const ahead = new Map<number, Promise<Buffer>>();
-  let next = 0;
-  const small = (e: Entry) => e.kind === 'file' && e.size > 0 && e.size <= SMALL_FILE;
+  const ahead = new ReadAhead(entries.map((e) => (e.kind === 'file' ? { path: e.src, size: e.size } : undefined)));
   try {
     for (const [i, e] of entries.entries()) {
-      for (; next < entries.length && next < i + READ_AHEAD; next++) {
-        if (!small(entries[next]!)) continue;
-        const p = readFile(entries[next]!.src);
-        p.catch(() => undefined); // awaited in turn, or dropped with the stream
-        ahead.set(next, p);
-      }
+      const whole = ahead.take(i);
       if (e.kind === 'dir') {
         yield tarHeader({ name: `${e.rel}/`, flag: '5', mode: e.mode, mtime: seconds(e.mtime) });
         continue;
@@ -168,8 +157,6 @@ async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, k
       yield tarHeader({ name: tmpRel, flag: '0', mode: e.mode, mtime: seconds(e.mtime), size: e.size });
       const known = knownHashes?.get(e.rel);
       const hash = known ? undefined : createHash('sha256');
-      const whole = ahead.get(i);
-      ahead.delete(i);
       for await (const b of fileBytes(e, whole)) {
         hash?.update(b);
         yield b;
@@ -181,7 +168,7 @@ async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, k
       result.bytes += e.size;
     }
   } finally {
-    await Promise.allSettled(ahead.values());
+    await ahead.close();
   }
   const now = new Date();
   const manifest = Buffer.from(sums.map((l) => `${l}\n`).join(''));
