@@ -1,5 +1,5 @@
 /**
- * The HTTP side of talking to one registry host, over undici: TLS settings
+ * The HTTP side of talking to one registry host (over http.ts): TLS settings
  * (system CAs, --ca-file, --tls-verify=false, --plain-http), authorization
  * (src/auth), retries with backoff, and redirects for blob downloads. Callers
  * speak the distribution API through `request`; errors leave here as
@@ -8,11 +8,11 @@
 import { readFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
 import { findCredentials } from '../auth/authfile.js';
 import type { Credentials } from '../auth/credentials.js';
 import { AuthSession } from '../auth/session.js';
 import { SealimgError, errnoCode, isSealimgError } from '../errors.js';
+import { Transport, type Response } from './http.js';
 import { DEFAULT_RETRY, backoff, isRetryableError, isRetryableStatus, parseRetryAfter, sleep, type RetryPolicy } from './retry.js';
 
 /** Transport settings from the command line (OpenContext.registry). */
@@ -57,7 +57,7 @@ export interface RegistryRequest {
   noRetry?: boolean;
 }
 
-export type Response = Dispatcher.ResponseData;
+export type { Response };
 
 const MAX_REDIRECTS = 5;
 const MAX_AUTH_ROUNDS = 2;
@@ -70,7 +70,7 @@ export class RegistryClient {
   private constructor(
     readonly host: string,
     readonly opts: RegistryOptions,
-    private readonly dispatcher: Agent,
+    private readonly transport: Transport,
   ) {
     // docker.io is a name; its API lives at registry-1.docker.io.
     this.base = new URL(`${opts.plainHttp ? 'http' : 'https'}://${host === 'docker.io' ? 'registry-1.docker.io' : host}`);
@@ -93,15 +93,13 @@ export class RegistryClient {
         throw new SealimgError('USAGE', `--ca-file ${opts.caFile}: ${(e as Error).message}`);
       }
     }
-    const connect: Record<string, unknown> = { rejectUnauthorized: opts.tlsVerify !== false };
-    // undici replaces the system CAs when `ca` is set; keep them, as skopeo does with --cert-dir.
-    if (ca) connect.ca = [...rootCertificates, ca];
-    const agent = new Agent({ connect, keepAliveTimeout: 10_000 });
-    return new RegistryClient(host, opts, agent);
+    // Node replaces the system CAs when `ca` is set; keep them, as skopeo does with --cert-dir.
+    const transport = new Transport({ rejectUnauthorized: opts.tlsVerify !== false, ...(ca ? { ca: [...rootCertificates, ca] } : {}) });
+    return new RegistryClient(host, opts, transport);
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    this.transport.close();
   }
 
   url(pathOrUrl: string | URL): URL {
@@ -129,13 +127,7 @@ export class RegistryClient {
       if (auth) headers.authorization = auth;
       let res: Response;
       try {
-        res = await request(url, {
-          method: req.method,
-          headers,
-          body: typeof req.body === 'function' ? req.body() : req.body,
-          dispatcher: this.dispatcher,
-          signal: req.signal,
-        });
+        res = await this.transport.send({ method: req.method, url, headers, body: typeof req.body === 'function' ? req.body() : req.body, signal: req.signal });
       } catch (e) {
         if (req.signal?.aborted) throw req.signal.reason;
         if (isSealimgError(e)) throw e;
@@ -185,7 +177,7 @@ export class RegistryClient {
   private async tokenRequest(req: { method: 'GET' | 'POST'; url: URL; headers: Record<string, string>; body?: string }): Promise<{ status: number; body: string }> {
     for (let attempt = 0; ; ) {
       try {
-        const res = await request(req.url, { method: req.method, headers: { 'user-agent': 'sealimg', ...req.headers }, body: req.body, dispatcher: this.dispatcher });
+        const res = await this.transport.send({ method: req.method, url: req.url, headers: { 'user-agent': 'sealimg', ...req.headers }, body: req.body });
         const body = await readText(res, 1 << 20);
         if (isRetryableStatus(res.statusCode) && attempt < this.retry.times) {
           await sleep(backoff(this.retry, ++attempt, parseRetryAfter(header(res, 'retry-after'))));

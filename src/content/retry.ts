@@ -24,17 +24,12 @@ export function isRetryableStatus(status: number): boolean {
 }
 
 /** Socket-level failures worth another try: the server or a proxy dropped us. */
-const RETRYABLE_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
-  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
-  'UND_ERR_REQ_RETRY',
-]);
+const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
 
 export function isRetryableError(e: unknown): boolean {
   for (let c: unknown = e; c !== undefined && c !== null; c = (c as { cause?: unknown }).cause) {
     const code = errnoCode(c);
     if (code !== undefined && RETRYABLE_CODES.has(code)) return true;
-    if (c instanceof Error && c.message === 'other side closed') return true;
   }
   return false;
 }

@@ -5,7 +5,7 @@
  * a token server the test runs; stopped by `stop()` (call it in an after hook).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ok } from './cli.js';
@@ -66,24 +66,22 @@ export async function makeTestCa(dir: string): Promise<{ caFile: string; certFil
 }
 
 async function waitReady(url: string, child: ChildProcess, log: () => string, caFile?: string): Promise<void> {
-  const { Agent, request } = await import('undici');
-  const { readFile } = await import('node:fs/promises');
-  const agent = new Agent({ connect: caFile ? { ca: await readFile(caFile, 'utf8') } : {} });
-  try {
-    for (let i = 0; i < 200; i++) {
-      if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}:\n${log()}`);
-      try {
-        const res = await request(`${url}/v2/`, { dispatcher: agent });
-        await res.body.dump();
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-    throw new Error(`docker-registry did not answer on ${url} within 10 s:\n${log()}`);
-  } finally {
-    await agent.close();
+  const { get } = await import(url.startsWith('https:') ? 'node:https' : 'node:http');
+  const ca = caFile ? await readFile(caFile, 'utf8') : undefined;
+  const answers = () =>
+    new Promise<boolean>((resolve) => {
+      const req = get(`${url}/v2/`, { ca, agent: false }, (res: import('node:http').IncomingMessage) => {
+        res.resume();
+        resolve(true);
+      });
+      req.on('error', () => resolve(false));
+    });
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}:\n${log()}`);
+    if (await answers()) return;
+    await new Promise((r) => setTimeout(r, 50));
   }
+  throw new Error(`docker-registry did not answer on ${url} within 10 s:\n${log()}`);
 }
 
 export async function startRegistry(opts: RegistryOpts = {}): Promise<TestRegistry> {
