@@ -9,13 +9,13 @@
  * is rebuilt once from the file.
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SealimgError, errnoCode } from '../src/errors.js';
 import { parseDigest } from '../src/oci/digest.js';
+import { BlobFileWriter } from '../src/content/blob-writer.js';
 import { removeDir, type DistributionStorage } from '../src/content/distribution/storage.js';
 
 interface HashState {
@@ -100,12 +100,16 @@ export class Uploads {
           done(null, chunk);
         },
       });
+      const path = join(this.dir(name, id), 'data');
+      const fh = await open(path, 'a');
       try {
-        await pipeline([body, tap, createWriteStream(join(this.dir(name, id), 'data'), { flags: 'a', highWaterMark: 1 << 20 })], { signal });
+        await pipeline([body, tap, new BlobFileWriter(fh, path, size)], { signal });
       } catch (e) {
         // What reached the file stays (the client resumes from the size we report); the hash may not match it.
         this.hashes.delete(key);
         throw e;
+      } finally {
+        await fh.close();
       }
       return this.size(name, id);
     });

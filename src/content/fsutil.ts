@@ -142,25 +142,6 @@ export class WritebackTimer {
   }
 }
 
-/** WritebackTimer as a pass-through stream stage. Call `finish()` after the pipeline. */
-export class Writeback extends Transform {
-  private readonly timer: WritebackTimer;
-
-  constructor(path: string, interval?: number) {
-    super();
-    this.timer = new WritebackTimer(path, interval);
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.timer.wrote(chunk.length);
-    done(null, chunk);
-  }
-
-  finish(): Promise<void> {
-    return this.timer.finish();
-  }
-}
-
 /** A file read whole, at most `size` + 1 bytes: a file that grew since it was listed shows it by its length. */
 async function readUpTo(path: string, size: number): Promise<Buffer> {
   const fh = await open(path, 'r');

@@ -10,8 +10,8 @@
  * another process holds a write lease, so it never races a pull in flight.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -20,7 +20,8 @@ import { VerifyStream, isDigest, isVerified, markVerified, parseDigest } from '.
 import { isManifest } from '../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, childrenOf, parseManifest, validateDescriptor } from '../oci/validate.js';
-import { Writeback, fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
+import { BlobFileWriter } from './blob-writer.js';
+import { fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
 import type { Closer, Deleter, FileIngester, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
 
 const LAYOUT_FILE = 'oci-layout';
@@ -253,8 +254,7 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const partial = this.partialPath(expected.digest);
     const owned = await takeFileLock(`${partial}.lock`);
     const tmp = owned ? partial : join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    let out: ReturnType<typeof createWriteStream> | undefined;
-    const writeback = new Writeback(tmp);
+    let fh: FileHandle | undefined;
     try {
       if (offset > 0) {
         const have = await stat(tmp).then((s) => s.size, () => -1);
@@ -264,29 +264,23 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
           throw new SealimgError('NETWORK', `${partial}: the partial download changed (${have} bytes, expected ${offset}); it starts over`);
         }
         // The whole blob is verified: the bytes on disk, then the rest as it arrives; only the rest is written.
-        out = createWriteStream(tmp, { flags: 'a', highWaterMark: 1 << 20 });
+        fh = await open(tmp, 'r+');
         const prefix = createReadStream(tmp, { start: 0, end: offset - 1, highWaterMark: 1 << 20 });
-        await pipeline([joined(prefix, body), new VerifyStream(expected), skipFirst(offset), writeback, out], { signal });
+        await pipeline([joined(prefix, body), new VerifyStream(expected), skipFirst(offset), new BlobFileWriter(fh, tmp, offset)], { signal });
       } else {
-        out = createWriteStream(tmp, { flags: owned ? 'w' : 'wx', highWaterMark: 1 << 20 });
+        fh = await open(tmp, owned ? 'w' : 'wx');
         const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
-        await pipeline([body, ...stages, writeback, out], { signal });
+        await pipeline([body, ...stages, new BlobFileWriter(fh, tmp)], { signal });
       }
-      await writeback.finish();
-      const fh = await open(tmp, 'r');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
       const dir = join(final, '..');
       await mkdir(dir, { recursive: true });
       await rename(tmp, final);
       await fsyncDir(dir);
     } catch (e) {
-      await writeback.finish();
-      // A stream destroyed before its file opened still creates the file: wait for it to close.
-      if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
+      await fh?.close().catch(() => undefined);
       // Keep a partial download the network or the user interrupted; drop one that was wrong or
       // that a failure elsewhere in the copy cut short.
       const interrupted = isSealimgError(e, 'NETWORK') || (signal?.aborted === true && isSealimgError(signal.reason, 'ABORTED'));

@@ -9,7 +9,7 @@
  * verified, and a link only after what it points to.
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -19,6 +19,7 @@ import { VerifyStream, digestOf, isVerified, parseDigest, type Algorithm } from 
 import { isImageManifest } from '../../oci/mediatypes.js';
 import type { Descriptor, ImageManifest } from '../../oci/types.js';
 import { childrenOf, parseManifest, type ParsedManifest } from '../../oci/validate.js';
+import { BlobFileWriter } from '../blob-writer.js';
 import { fsyncDir, writeFileAtomic } from '../fsutil.js';
 import { Layout, checkRepositoryName, isRepositoryName, isTag } from './layout.js';
 
@@ -131,7 +132,12 @@ export class DistributionStorage {
     const tmp = join(dir, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(6).toString('hex')}`);
     try {
       const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
-      await pipeline([body, ...stages, createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 })], { signal });
+      const fh = await open(tmp, 'wx');
+      try {
+        await pipeline([body, ...stages, new BlobFileWriter(fh, tmp)], { signal });
+      } finally {
+        await fh.close();
+      }
       await this.commitBlob(tmp, expected.digest);
     } catch (e) {
       await rm(tmp, { force: true });
