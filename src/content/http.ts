@@ -10,9 +10,10 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
+import { bulkGet, type TlsSettings } from './bulk-get.js';
 
 /** A response body: the message's bytes, and `dump()` to discard them. */
-export type ResponseBody = IncomingMessage & {
+export type ResponseBody = Readable & {
   /** Reads and drops what is left (a small error body), so the connection can be reused. */
   dump(): Promise<void>;
 };
@@ -29,6 +30,8 @@ export interface HttpRequest {
   headers: Record<string, string>;
   body?: Buffer | string | Readable;
   signal?: AbortSignal;
+  /** A GET for a large blob: read on a connection of its own (bulk-get.ts says why). */
+  bulk?: boolean;
 }
 
 /** Keep-alive agents for one registry host's settings; redirects may cross to the other scheme. */
@@ -36,12 +39,13 @@ export class Transport {
   private readonly plain = new http.Agent({ keepAlive: true, maxSockets: 32 });
   private readonly secure: https.Agent;
 
-  constructor(tls: { ca?: string[]; rejectUnauthorized: boolean }) {
+  constructor(private readonly tls: TlsSettings) {
     this.secure = new https.Agent({ keepAlive: true, maxSockets: 32, ...tls });
   }
 
   /** Resolves with the response once its headers arrive; the caller owns the body. */
   send(req: HttpRequest): Promise<Response> {
+    if (req.bulk && req.method === 'GET') return bulkGet(req, this.tls, IDLE_TIMEOUT_MS);
     return new Promise((resolve, reject) => {
       const secure = req.url.protocol === 'https:';
       const out = (secure ? https : http).request(req.url, {
@@ -103,8 +107,7 @@ const IDLE_TIMEOUT_MS = 300_000;
 const DUMP_LIMIT = 256 << 10;
 
 function responseOf(msg: IncomingMessage): Response {
-  const body = msg as ResponseBody;
-  body.dump = () => dump(msg);
+  const body: ResponseBody = Object.assign(msg, { dump: () => dump(msg) });
   return { statusCode: msg.statusCode ?? 0, headers: msg.headers, body };
 }
 

@@ -55,6 +55,8 @@ export interface RegistryRequest {
   follow?: boolean;
   /** Do not retry on 5xx/network errors (the caller recovers itself, e.g. an upload chunk). */
   noRetry?: boolean;
+  /** A large blob download (Transport's bulk path). */
+  bulk?: boolean;
 }
 
 export type { Response };
@@ -127,7 +129,7 @@ export class RegistryClient {
       if (auth) headers.authorization = auth;
       let res: Response;
       try {
-        res = await this.transport.send({ method: req.method, url, headers, body: typeof req.body === 'function' ? req.body() : req.body, signal: req.signal });
+        res = await this.transport.send({ method: req.method, url, headers, body: typeof req.body === 'function' ? req.body() : req.body, signal: req.signal, bulk: req.bulk });
       } catch (e) {
         if (req.signal?.aborted) throw req.signal.reason;
         if (isSealimgError(e)) throw e;

@@ -25,6 +25,13 @@ const ACCEPT = MANIFEST_TYPES.join(', ');
 /** Manifests pushed or fetched lately, so tagging one does not download it again. */
 const MANIFEST_CACHE = 64;
 
+/** Blobs from this size on download on a connection of their own (bulk-get.ts); a connection setup costs less than their bytes save. */
+const BULK_MIN_SIZE = 4 << 20;
+
+function isBulk(desc: Descriptor): boolean {
+  return !isManifest(desc.mediaType) && desc.size >= BULK_MIN_SIZE;
+}
+
 export type Access = 'pull' | 'push';
 
 export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, ReferrersLister, SubjectAware {
@@ -110,7 +117,7 @@ export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, Referr
     const cached = this.manifests.get(desc.digest);
     const verify = new VerifyStream(desc, `${this.name}:`);
     if (cached) return markVerified(Readable.from([cached]).pipe(verify), desc.digest);
-    const first = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT }, scopes: this.scopes, signal, follow: true });
+    const first = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT }, scopes: this.scopes, signal, follow: true, bulk: isBulk(desc) });
     if (first.statusCode !== 200) throw await responseError(first, what, kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
     const body = this.resumingBody(desc, first, what, signal);
     body.on('error', (e) => verify.destroy(e));
@@ -127,7 +134,7 @@ export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, Referr
   private resumingBody(desc: Descriptor, first: Response, what: string, signal?: AbortSignal, start = 0): Readable {
     return new ResumingBody(first.body, start, desc.size, this.client.retry.times, async (offset, attempt) => {
       await sleep(backoff(this.client.retry, attempt), signal);
-      const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true });
+      const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true, bulk: isBulk(desc) });
       if (res.statusCode === 206) {
         const from = Number(/bytes\s+(\d+)-/.exec(header(res, 'content-range') ?? '')?.[1] ?? NaN);
         if (from !== offset) {
@@ -144,7 +151,7 @@ export class RemoteStore implements Store, Closer, Mounter, RangeFetcher, Referr
   /** The bytes from `offset` on (Range), for a receiver that has the rest and verifies the whole. */
   async fetchFrom(desc: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable | undefined> {
     const what = `blob ${this.name}@${desc.digest}`;
-    const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true });
+    const res = await this.client.request({ method: 'GET', url: this.path(desc), headers: { accept: ACCEPT, range: `bytes=${offset}-` }, scopes: this.scopes, signal, follow: true, bulk: isBulk(desc) });
     if (res.statusCode === 200 || res.statusCode === 416) {
       await res.body.dump(); // no ranges here (or the blob changed size): the caller fetches it whole
       return undefined;

@@ -1,8 +1,8 @@
 /**
- * Hashing off the main thread, for large blobs. A pull's main thread already
- * parses HTTP and writes files; sha256 of the same bytes on it as well was the
- * largest cost of a pull, and two blobs in flight hashed one after the other.
- * Here each large blob leases a worker thread of a small pool (one per core)
+ * Hashing off the main thread, for large blobs beyond the two that VerifyStream
+ * hashes inline (digest.ts says why two): with more blobs in flight than that,
+ * hashing them all on the main thread would serialise them on one core.
+ * Each such blob leases a worker thread of a small pool (one per core)
  * and sends it copies of its bytes in 2 MiB batches, transferred, not cloned;
  * the buffers come back with the acknowledgement and are reused. At most
  * MAX_INFLIGHT batches per blob wait in the worker: beyond that the stream

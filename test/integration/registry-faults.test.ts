@@ -79,6 +79,7 @@ test('push and pull complete through random 503/429s and dropped connections; ev
     let f: Fault | undefined =
       (req.method === 'PATCH' && len > 100_000 ? once('cut-patch', { kind: 'cut-request', after: Math.floor(len / 2) }) : undefined) ??
       (isBlobGet && url.includes(big) ? once('cut-get', { kind: 'cut-response', after: 300_000 }) : undefined) ??
+      (isBlobGet && url.includes(huge) ? once('cut-get-bulk', { kind: 'cut-response', after: 2_000_000 }) : undefined) ??
       (req.method === 'HEAD' ? once('503', { kind: 'status', status: 503 }) : undefined) ??
       (req.method === 'POST' ? once('429', { kind: 'status', status: 429, retryAfter: '0' }) : undefined) ??
       (req.method === 'PUT' ? once('drop', { kind: 'drop' }) : undefined);
@@ -100,13 +101,16 @@ test('push and pull complete through random 503/429s and dropped connections; ev
   };
   const bigLayer = randomBytes(1_500_000);
   const big = digestOf(await gz(bigLayer));
+  // Large enough for the bulk download path (bulk-get.ts), which must resume just as well.
+  const hugeLayer = randomBytes(5_000_000);
+  const huge = digestOf(await gz(hugeLayer, 1));
   const proxy = await startProxy(reg.port, (req) => decide(req));
   proxies.push(proxy);
 
   const root = await tmpDir();
   const local = await OciLayoutStore.open(root, { create: true });
-  const img = await makeImage(local, { layers: [bigLayer, randomBytes(100_000), 'small'], tag: `${proxy.host}/faulty/app:v1` });
-  assert.ok(img.layers.some((l) => l.digest === big));
+  const img = await makeImage(local, { layers: [bigLayer, hugeLayer, randomBytes(100_000), 'small'], tag: `${proxy.host}/faulty/app:v1` });
+  assert.ok(img.layers.some((l) => l.digest === big) && img.layers.some((l) => l.digest === huge));
   const pushed = await sealimg(root, ['push', '--plain-http', '--chunk-size', '256KiB', `${proxy.host}/faulty/app:v1`], { env });
   assert.is(pushed.code, 0, `${pushed.stderr}\n${proxy.stats.log.join('\n')}`);
 
@@ -128,7 +132,8 @@ test('push and pull complete through random 503/429s and dropped connections; ev
 
   if (process.env.SEALIMG_TEST_DEBUG) console.log(proxy.stats.log.join('\n'));
   for (const kind of ['status', 'drop', 'cut-request', 'cut-response']) assert.ok((proxy.stats.faults[kind] ?? 0) > 0, `the proxy injected ${kind}`);
-  assert.ok(proxy.stats.log.some((l) => l.includes('range=bytes=')), 'a broken download resumed with Range');
+  assert.ok(proxy.stats.log.some((l) => l.includes(`${big} range=bytes=`)), 'a broken download resumed with Range');
+  assert.ok(proxy.stats.log.some((l) => l.includes(`${huge} range=bytes=`)), 'a broken bulk download resumed with Range');
 });
 
 test('429 with Retry-After is honoured; --retry-times 0 gives up at once', async () => {
@@ -158,10 +163,11 @@ test('429 with Retry-After is honoured; --retry-times 0 gives up at once', async
   }
 });
 
-async function gz(layerFile: Buffer): Promise<Buffer> {
+/** The gzip layer makeImage makes of `layerFile` as its layer number `index`. */
+async function gz(layerFile: Buffer, index = 0): Promise<Buffer> {
   const { gzipSync } = await import('node:zlib');
   const { tarOf } = await import('../helpers/images.js');
-  return gzipSync(tarOf({ file0: layerFile }));
+  return gzipSync(tarOf({ [`file${index}`]: layerFile }));
 }
 
 test.run();

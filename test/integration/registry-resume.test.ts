@@ -84,9 +84,10 @@ test('SIGKILL during a chunked push, then the same push: completes, no byte sent
 });
 
 test('SIGKILL during a pull, then the same pull: the blob resumes with Range from what was saved', async () => {
-  // The image goes straight to the registry; the pull goes through a proxy that stalls the big download half-way.
+  // The image goes straight to the registry; the pull goes through a proxy that stalls the big download
+  // part-way. The blob is large enough to take the bulk download path (bulk-get.ts).
   const direct = await RemoteStore.open(`${reg.host}/resume/pull`, { plainHttp: true, env }, 'push');
-  const img = await makeImage(direct, { layers: [randomBytes(2_000_000), 'tiny'], tag: 'v1' });
+  const img = await makeImage(direct, { layers: [randomBytes(5_000_000), 'tiny'], tag: 'v1' });
   await direct.close();
   const big = img.layers.find((l) => l.size > 1_000_000)!;
   let stall = true;

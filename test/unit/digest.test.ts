@@ -46,11 +46,38 @@ test('VerifyStream passes exact bytes, refuses flipped, short and trailing bytes
   assert.is(await verify([data], sha512), undefined);
 });
 
-// Above OFF_THREAD_MIN_SIZE the hash runs on a worker thread: the same contract must hold there.
+// Above OFF_THREAD_MIN_SIZE a blob beside another large one hashes on a worker thread: the same contract must hold there.
 const big = randomBytes(OFF_THREAD_MIN_SIZE + 300_001);
 const pieces = (b: Buffer, n = 64 * 1024) => Array.from({ length: Math.ceil(b.length / n) }, (_, i) => b.subarray(i * n, (i + 1) * n));
 
+/** Two large blobs in flight, which hold the main thread's places until `release()`. */
+function holdInlineSlot(): { release(): void } {
+  const streams = [0, 1].map(() => {
+    const s = new VerifyStream({ digest: digestOf(big), size: big.length });
+    s.resume();
+    s.write(big.subarray(0, 1));
+    return s;
+  });
+  return { release: () => streams.forEach((s) => s.destroy()) };
+}
+
+test('two large blobs at a time hash on the main thread; a third beside them goes to a worker', async () => {
+  const exp = { digest: digestOf(big), size: big.length };
+  let before = offThreadLeases();
+  assert.is(await verify(pieces(big), exp), undefined);
+  assert.is(offThreadLeases(), before, 'a lone blob needs no worker');
+  const holder = holdInlineSlot();
+  before = offThreadLeases();
+  assert.is(await verify(pieces(big), exp), undefined);
+  holder.release();
+  assert.is(offThreadLeases() - before, 1, 'the third blob in flight took a worker');
+  before = offThreadLeases();
+  assert.is(await verify(pieces(big), exp), undefined);
+  assert.is(offThreadLeases(), before, 'the slot is free again once the first stream ended');
+});
+
 test('large blobs hash on a worker: exact bytes pass, flipped, short and trailing bytes fail, sha512 too', async () => {
+  const holder = holdInlineSlot();
   const before = offThreadLeases();
   const exp = { digest: digestOf(big), size: big.length };
   assert.is(await verify(pieces(big), exp), undefined);
@@ -62,22 +89,27 @@ test('large blobs hash on a worker: exact bytes pass, flipped, short and trailin
   assert.is(await verify(pieces(big), { digest: digestOf(big, 'sha512'), size: big.length }), undefined);
   assert.is(await verify(pieces(flipped), { digest: digestOf(big, 'sha512'), size: big.length }), 'DIGEST_MISMATCH');
   assert.ok(offThreadLeases() - before >= 5, 'the worker path was taken');
+  holder.release();
 });
 
 test('trailing bytes on the worker path fail before they pass on', async () => {
+  const holder = holdInlineSlot();
   const exp = { digest: digestOf(big), size: big.length };
   let passed = 0;
   const sink = new Writable({ write: (c: Buffer, _e, cb) => ((passed += c.length), cb()) });
   await pipeline(Readable.from([big, Buffer.alloc(1 << 20)]), new VerifyStream(exp), sink).catch(() => undefined);
+  holder.release();
   assert.is(passed, big.length);
 });
 
 test('more large blobs than workers, and one cut short, all verify independently', async () => {
   const blobs = [0, 1, 2, 3, 4].map(() => randomBytes(OFF_THREAD_MIN_SIZE + 1000));
   // A stream destroyed half-way must not leave its bytes in the worker's next hash.
+  const holder = holdInlineSlot();
   const cut = new VerifyStream({ digest: digestOf(blobs[0]!), size: blobs[0]!.length });
   cut.write(blobs[0]!.subarray(0, 3 << 20));
   cut.destroy();
+  holder.release();
   const results = await Promise.all(blobs.map((b, i) => verify(pieces(i === 2 ? Buffer.concat([b.subarray(1), Buffer.from('x')]) : b), { digest: digestOf(b), size: b.length })));
   assert.equal(results, [undefined, undefined, 'DIGEST_MISMATCH', undefined, undefined]);
 });
