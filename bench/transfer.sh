@@ -61,8 +61,8 @@ echo "image: $(( (S1 + S2) / 1000000 )) MB in 2 layers, manifest sha256:$DM"
 measure() { # label, command...
   local label=$1; shift
   local t0 t1
-  # Each tool starts with no dirty pages: skopeo does not fsync, so without this the
-  # next command would pay for writing back the previous one's 700 MB.
+  # Each tool starts with no dirty pages left by what ran before it (both tools fsync
+  # the blobs they write, so neither leaves its own for the next one).
   sync
   t0=$(date +%s.%N)
   /usr/bin/time -f '%M' -o "$WORK/rss" "$@" >"$WORK/out" 2>"$WORK/err" || { echo "$label failed:"; cat "$WORK/err"; exit 1; }
