@@ -19,6 +19,8 @@ export type Fault =
   | { kind: 'flip' }
   /** Forward nothing and answer nothing: a stalled connection. */
   | { kind: 'hold' }
+  /** Answer 307 to `location`, as registries do to send blob downloads to their storage. */
+  | { kind: 'redirect'; location: string }
   /** Forward the response's first `after` body bytes, then nothing more: a download that stalls. */
   | { kind: 'stall-response'; after: number };
 
@@ -49,6 +51,14 @@ export async function startProxy(targetPort: number, decide: Decide, rewrite?: R
     }
     if (fault?.kind === 'drop') {
       req.socket.destroy();
+      return;
+    }
+    if (fault?.kind === 'redirect') {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(307, { location: fault.location, 'content-length': '0' });
+        res.end();
+      });
       return;
     }
     if (fault?.kind === 'status') {

@@ -136,6 +136,27 @@ test('push and pull complete through random 503/429s and dropped connections; ev
   assert.ok(proxy.stats.log.some((l) => l.includes(`${huge} range=bytes=`)), 'a broken bulk download resumed with Range');
 });
 
+test('blob downloads redirected to another server (as to cloud storage) arrive from there, large and small', async () => {
+  // 5 MB takes the bulk download path (bulk-get.ts), 100 kB node:http's.
+  const img = await pushDirect('redirected/app', [randomBytes(5_000_000), randomBytes(100_000)]);
+  const storage = await startProxy(reg.port, (req) => {
+    if (!req.url?.includes('X-Signature=')) return { kind: 'status', status: 403 };
+    return req.headers.authorization ? { kind: 'status', status: 400 } : undefined;
+  });
+  proxies.push(storage);
+  const front = await startProxy(reg.port, (req) =>
+    req.method === 'GET' && req.url?.includes('/blobs/sha256:') ? { kind: 'redirect', location: `http://${storage.host}${req.url}?X-Signature=abc` } : undefined,
+  );
+  proxies.push(front);
+  const root = await tmpDir();
+  const r = await sealimg(root, ['pull', '--plain-http', `${front.host}/redirected/app:v1`], { env });
+  assert.is(r.code, 0, `${r.stderr}\n${front.stats.log.join('\n')}\n${storage.stats.log.join('\n')}`);
+  const back = await OciLayoutStore.open(root);
+  for (const l of img.layers) assert.ok(await back.exists(l), `pulled ${l.digest}`);
+  for (const l of [...img.layers, img.config]) assert.ok(storage.stats.log.some((line) => line.includes(`/blobs/${l.digest}`)), `storage served ${l.digest}`);
+  assert.is(storage.stats.faults.status ?? 0, 0, 'every storage request was signed and carried no registry credentials');
+});
+
 test('429 with Retry-After is honoured; --retry-times 0 gives up at once', async () => {
   await pushDirect('slow/app', ['x']);
   let n = 0;
