@@ -143,33 +143,49 @@ class ResponseReader {
     // Copied: the head is small, and the slab it sits in goes on to hold body bytes.
     this.head.push(Buffer.from(data));
     this.headSize += data.length;
-    const all = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head);
-    const end = all.indexOf('\r\n\r\n');
-    if (end < 0) {
-      if (this.headSize > MAX_HEAD) this.fail(failure(`response head larger than ${MAX_HEAD} bytes`, 'EPROTO'));
-      return undefined;
+    for (;;) {
+      const all = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head);
+      const end = all.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (this.headSize > MAX_HEAD) this.fail(failure(`response head larger than ${MAX_HEAD} bytes`, 'EPROTO'));
+        return undefined;
+      }
+      const parsed = parseHead(all.subarray(0, end).toString('latin1'));
+      if (!parsed) {
+        this.fail(failure('malformed HTTP response head', 'EPROTO'));
+        return undefined;
+      }
+      // The bytes after the head are all in this read (the head ended in it).
+      const rest = data.subarray(data.length - (all.length - end - 4));
+      const { statusCode, headers } = parsed;
+      if (statusCode >= 100 && statusCode < 200) {
+        // An interim response (100 Continue, 103 Early Hints): the real one follows.
+        this.head = [all.subarray(end + 4)];
+        this.headSize = this.head[0]!.length;
+        data = rest;
+        continue;
+      }
+      if (!this.frame(statusCode, headers)) return undefined;
+      this.body = this.makeBody();
+      this.onHead({ statusCode, headers, body: this.body as ResponseBody });
+      const f = this.framing!;
+      if (f.kind === 'length' && f.left === 0) this.finish();
+      return rest;
     }
-    const parsed = parseHead(all.subarray(0, end).toString('latin1'));
-    if (!parsed) {
-      this.fail(failure('malformed HTTP response head', 'EPROTO'));
-      return undefined;
-    }
-    const { statusCode, headers } = parsed;
+  }
+
+  /** How the body ends (RFC 9112 6.3); false when the head cannot say. */
+  private frame(statusCode: number, headers: IncomingHttpHeaders): boolean {
     const te = String(headers['transfer-encoding'] ?? '').toLowerCase();
     const length = headers['content-length'];
-    if (this.noBody || statusCode === 204 || statusCode === 304 || (statusCode >= 100 && statusCode < 200)) this.framing = { kind: 'length', left: 0 };
+    if (this.noBody || statusCode === 204 || statusCode === 304) this.framing = { kind: 'length', left: 0 };
     else if (te.includes('chunked')) this.framing = { kind: 'chunked' };
     else if (typeof length === 'string' && /^\d+$/.test(length)) this.framing = { kind: 'length', left: Number(length) };
     else if (length !== undefined) {
       this.fail(failure(`bad Content-Length: ${String(length)}`, 'EPROTO'));
-      return undefined;
+      return false;
     } else this.framing = { kind: 'close' };
-    this.body = this.makeBody();
-    this.onHead({ statusCode, headers, body: this.body as ResponseBody });
-    // What came after the head in this read is the body's first bytes.
-    const rest = data.subarray(data.length - (all.length - end - 4));
-    if (this.framing.kind === 'length' && this.framing.left === 0) this.finish();
-    return rest;
+    return true;
   }
 
   private takeBody(data: Buffer): boolean {

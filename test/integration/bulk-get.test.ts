@@ -67,6 +67,17 @@ test('a Content-Length body, its head split across writes, arrives whole and the
   }
 });
 
+test('an interim 100 Continue before the response is skipped', async () => {
+  const s = await rawServer([B('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')]);
+  try {
+    const res = await get(s.url);
+    assert.is(res.statusCode, 200);
+    assert.is((await readAll(res.body)).toString(), 'ok');
+  } finally {
+    s.close();
+  }
+});
+
 test('the head and the first body bytes in one write; a body that ends with the connection', async () => {
   const s = await rawServer([B('HTTP/1.1 200 OK\r\nX: 1\r\n\r\nhello '), B('world')]);
   try {
