@@ -9,8 +9,11 @@
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import { Readable, type Duplex } from 'node:stream';
+import tls from 'node:tls';
 import { bulkGet, type TlsSettings } from './bulk-get.js';
+import { proxyAuthorization, proxyFor } from './proxy-env.js';
 
 /** A response body: the message's bytes, and `dump()` to discard them. */
 export type ResponseBody = Readable & {
@@ -34,25 +37,51 @@ export interface HttpRequest {
   bulk?: boolean;
 }
 
-/** Keep-alive agents for one registry host's settings; redirects may cross to the other scheme. */
+/**
+ * Keep-alive agents for one registry host's settings; redirects may cross to
+ * the other scheme. Requests go through the proxy the environment names
+ * (proxy-env.ts): http ones in absolute form, https ones through a CONNECT
+ * tunnel, so the proxy never sees inside TLS.
+ */
 export class Transport {
   private readonly plain = new http.Agent({ keepAlive: true, maxSockets: 32 });
   private readonly secure: https.Agent;
+  /** Agents through proxies, by proxy URL. */
+  private readonly viaProxy = new Map<string, http.Agent | https.Agent>();
 
-  constructor(private readonly tls: TlsSettings) {
+  constructor(
+    private readonly tls: TlsSettings,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
     this.secure = new https.Agent({ keepAlive: true, maxSockets: 32, ...tls });
   }
 
   /** Resolves with the response once its headers arrive; the caller owns the body. */
   send(req: HttpRequest): Promise<Response> {
-    if (req.bulk && req.method === 'GET') return bulkGet(req, this.tls, IDLE_TIMEOUT_MS);
+    let proxy: URL | undefined;
+    try {
+      proxy = proxyFor(req.url, this.env);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // The bulk path dials the registry itself; through a proxy the usual path does the work.
+    if (req.bulk && req.method === 'GET' && !proxy) return bulkGet(req, this.tls, IDLE_TIMEOUT_MS);
     return new Promise((resolve, reject) => {
       const secure = req.url.protocol === 'https:';
-      const out = (secure ? https : http).request(req.url, {
-        method: req.method,
-        headers: req.headers,
-        agent: secure ? this.secure : this.plain,
-      });
+      const out = proxy && !secure
+        ? http.request({
+            host: proxy.hostname,
+            port: proxy.port || 80,
+            path: req.url.href,
+            method: req.method,
+            headers: { ...req.headers, host: req.url.host, ...proxyHeader(proxy) },
+            agent: this.proxied(proxy, false),
+          })
+        : (secure ? https : http).request(req.url, {
+            method: req.method,
+            headers: req.headers,
+            agent: proxy ? this.proxied(proxy, true) : secure ? this.secure : this.plain,
+          });
       let answered = false;
       // The caller's signal ends the exchange, body included, until the socket is done with it.
       const signal = req.signal;
@@ -97,7 +126,60 @@ export class Transport {
   close(): void {
     this.plain.destroy();
     this.secure.destroy();
+    for (const a of this.viaProxy.values()) a.destroy();
   }
+
+  private proxied(proxy: URL, secure: boolean): http.Agent | https.Agent {
+    const key = `${secure ? 'tunnel' : 'forward'} ${proxy.href}`;
+    let agent = this.viaProxy.get(key);
+    if (!agent) {
+      agent = secure ? new TunnelAgent(proxy, { keepAlive: true, maxSockets: 32, ...this.tls }) : new http.Agent({ keepAlive: true, maxSockets: 32 });
+      this.viaProxy.set(key, agent);
+    }
+    return agent;
+  }
+}
+
+function proxyHeader(proxy: URL): Record<string, string> {
+  const auth = proxyAuthorization(proxy);
+  return auth ? { 'proxy-authorization': auth } : {};
+}
+
+/** An https agent whose connections are TLS inside a CONNECT tunnel through `proxy`. */
+class TunnelAgent extends https.Agent {
+  constructor(
+    private readonly proxy: URL,
+    opts: https.AgentOptions,
+  ) {
+    super(opts);
+  }
+
+  // Node's agents take a callback here for connections made asynchronously (the tunnel first).
+  override createConnection(options: https.RequestOptions, done?: (err: Error | null, stream: Duplex) => void): undefined {
+    const host = options.host ?? 'localhost';
+    const port = Number(options.port ?? 443);
+    tunnel(this.proxy, host, port).then(
+      (socket) => done?.(null, tls.connect({ ...(options as tls.ConnectionOptions), socket })),
+      (e: Error) => done?.(e, undefined as unknown as Duplex),
+    );
+    return undefined;
+  }
+}
+
+/** A TCP connection to host:port through an HTTP proxy's CONNECT (RFC 9110 9.3.6). */
+function tunnel(proxy: URL, host: string, port: number): Promise<Socket> {
+  const target = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: proxy.hostname, port: proxy.port || 80, method: 'CONNECT', path: target, headers: { host: target, ...proxyHeader(proxy) }, agent: false });
+    req.once('connect', (res, socket) => {
+      if (res.statusCode === 200) return resolve(socket);
+      socket.destroy();
+      const why = res.statusCode === 407 ? 'wants credentials (put them in the proxy URL: http://user:pass@host:port)' : `answered HTTP ${res.statusCode}`;
+      reject(Object.assign(new Error(`proxy ${proxy.host} refused a tunnel to ${target}: it ${why}`), { code: 'EPROXY' }));
+    });
+    req.once('error', (e) => reject(Object.assign(e, { message: `proxy ${proxy.host}: ${e.message}` })));
+    req.end();
+  });
 }
 
 /** Time without a byte either way before a request fails as timed out (undici's default, 300 s). */

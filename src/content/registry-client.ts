@@ -96,7 +96,7 @@ export class RegistryClient {
       }
     }
     // Node replaces the system CAs when `ca` is set; keep them, as skopeo does with --cert-dir.
-    const transport = new Transport({ rejectUnauthorized: opts.tlsVerify !== false, ...(ca ? { ca: [...rootCertificates, ca] } : {}) });
+    const transport = new Transport({ rejectUnauthorized: opts.tlsVerify !== false, ...(ca ? { ca: [...rootCertificates, ca] } : {}) }, opts.env ?? process.env);
     return new RegistryClient(host, opts, transport);
   }
 

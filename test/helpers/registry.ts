@@ -48,7 +48,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** A CA and a server certificate for 127.0.0.1 and localhost. */
+/** A CA and a server certificate for 127.0.0.1, localhost and registry.test (a name only a test proxy resolves). */
 export async function makeTestCa(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string; caKeyFile: string }> {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   const caFile = join(dir, 'ca.crt');
@@ -59,7 +59,7 @@ export async function makeTestCa(dir: string): Promise<{ caFile: string; certFil
   const csr = join(dir, 'server.csr');
   await ok('openssl', ['req', ...ec, '-keyout', keyFile, '-out', csr, '-subj', '/CN=127.0.0.1']);
   const ext = join(dir, 'ext.cnf');
-  await writeFile(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  await writeFile(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\nextendedKeyUsage=serverAuth\n');
   const certFile = join(dir, 'server.crt');
   await ok('openssl', ['x509', '-req', '-in', csr, '-CA', caFile, '-CAkey', caKeyFile, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', ext]);
   return { caFile, certFile, keyFile, caKeyFile };
