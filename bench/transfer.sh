@@ -77,8 +77,8 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR % 2) 
 # PULLS pairs of pulls from the registry on port $1, each into a fresh destination; sets the medians
 pulls() {
   local port=$1 sk='' se=''
-  # One untimed pull by each tool first: the first reads of a just-pushed blob were the slowest
-  # of a run for both tools (the registry's files coming back into the page cache).
+  # One untimed pull by each tool first: without it, the first pulls of a just-pushed blob were
+  # the slowest of a run for both tools (why was not measured).
   rm -rf "$WORK/out1" "$WORK/out2"
   skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$port/bench/app:sealimg" "oci:$WORK/out1:x" >/dev/null
   $SEALIMG --root "$WORK/root" copy --quiet --plain-http "127.0.0.1:$port/bench/app:sealimg" "oci:$WORK/out2:x" >/dev/null

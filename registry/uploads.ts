@@ -15,8 +15,8 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SealimgError, errnoCode } from '../src/errors.js';
 import { parseDigest } from '../src/oci/digest.js';
-import { BlobFileWriter } from '../src/content/blob-writer.js';
 import { removeDir, type DistributionStorage } from '../src/content/distribution/storage.js';
+import { pipeToFile } from '../src/content/fsutil.js';
 
 interface HashState {
   hash: Hash;
@@ -100,16 +100,12 @@ export class Uploads {
           done(null, chunk);
         },
       });
-      const path = join(this.dir(name, id), 'data');
-      const fh = await open(path, 'a');
       try {
-        await pipeline([body, tap, new BlobFileWriter(fh, path, size)], { signal });
+        await pipeToFile([body, tap], join(this.dir(name, id), 'data'), { flags: 'a' }, signal);
       } catch (e) {
         // What reached the file stays (the client resumes from the size we report); the hash may not match it.
         this.hashes.delete(key);
         throw e;
-      } finally {
-        await fh.close();
       }
       return this.size(name, id);
     });

@@ -4,9 +4,10 @@
  * directory fsynced, so a crash leaves the old file or the new one, never half.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { SealimgError, errnoCode } from '../errors.js';
 
@@ -139,6 +140,56 @@ export class WritebackTimer {
     await this.inflight;
     await this.fh?.close();
     this.fh = undefined;
+  }
+}
+
+/** WritebackTimer as a pass-through stream stage. Call `finish()` after the pipeline. */
+class Writeback extends Transform {
+  private readonly timer: WritebackTimer;
+
+  constructor(path: string, interval?: number) {
+    super();
+    this.timer = new WritebackTimer(path, interval);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.timer.wrote(chunk.length);
+    done(null, chunk);
+  }
+
+  finish(): Promise<void> {
+    return this.timer.finish();
+  }
+}
+
+/**
+ * The end of every download into a store: pipes `stages` (a source, then any
+ * checks) into the file at `path`, opened with `flags` ('a' appends), with
+ * write-back started as it goes (Writeback); with `sync`, the file is made
+ * durable before this returns. Each chunk is written as it comes, so what a
+ * killed process received is on the file and a resumed transfer starts there.
+ */
+export async function pipeToFile(
+  stages: Array<NodeJS.ReadableStream | NodeJS.ReadWriteStream>,
+  path: string,
+  opts: { flags: string; sync?: boolean },
+  signal?: AbortSignal,
+): Promise<void> {
+  const writeback = new Writeback(path);
+  const out = createWriteStream(path, { flags: opts.flags, highWaterMark: 1 << 20 });
+  try {
+    await pipeline([...stages, writeback, out], { signal });
+  } finally {
+    await writeback.finish();
+    // A stream destroyed before its file opened still creates the file: wait for it to close.
+    if (!out.closed) await new Promise<void>((r) => out.once('close', () => r()));
+  }
+  if (!opts.sync) return;
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 

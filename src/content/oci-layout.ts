@@ -11,17 +11,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { SealimgError, errnoCode, isSealimgError } from '../errors.js';
 import { VerifyStream, isDigest, isVerified, markVerified, parseDigest } from '../oci/digest.js';
 import { isManifest } from '../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, type Descriptor, type ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_SIZE, childrenOf, parseManifest, validateDescriptor } from '../oci/validate.js';
-import { BlobFileWriter } from './blob-writer.js';
-import { fsyncDir, pathExists, processAlive, withLock, writeFileAtomic } from './fsutil.js';
+import { fsyncDir, pathExists, pipeToFile, processAlive, withLock, writeFileAtomic } from './fsutil.js';
 import type { Closer, Deleter, FileIngester, ResumableIngest, Store, TagLister, TaggedDescriptor, Untagger } from './store.js';
 
 const LAYOUT_FILE = 'oci-layout';
@@ -254,7 +252,6 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
     const partial = this.partialPath(expected.digest);
     const owned = await takeFileLock(`${partial}.lock`);
     const tmp = owned ? partial : join(ingest, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    let fh: FileHandle | undefined;
     try {
       if (offset > 0) {
         const have = await stat(tmp).then((s) => s.size, () => -1);
@@ -264,23 +261,17 @@ export class OciLayoutStore implements Store, TagLister, Untagger, Deleter, Clos
           throw new SealimgError('NETWORK', `${partial}: the partial download changed (${have} bytes, expected ${offset}); it starts over`);
         }
         // The whole blob is verified: the bytes on disk, then the rest as it arrives; only the rest is written.
-        fh = await open(tmp, 'r+');
         const prefix = createReadStream(tmp, { start: 0, end: offset - 1, highWaterMark: 1 << 20 });
-        await pipeline([joined(prefix, body), new VerifyStream(expected), skipFirst(offset), new BlobFileWriter(fh, tmp, offset)], { signal });
+        await pipeToFile([joined(prefix, body), new VerifyStream(expected), skipFirst(offset)], tmp, { flags: 'a', sync: true }, signal);
       } else {
-        fh = await open(tmp, owned ? 'w' : 'wx');
         const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
-        await pipeline([body, ...stages, new BlobFileWriter(fh, tmp)], { signal });
+        await pipeToFile([body, ...stages], tmp, { flags: owned ? 'w' : 'wx', sync: true }, signal);
       }
-      await fh.sync();
-      await fh.close();
-      fh = undefined;
       const dir = join(final, '..');
       await mkdir(dir, { recursive: true });
       await rename(tmp, final);
       await fsyncDir(dir);
     } catch (e) {
-      await fh?.close().catch(() => undefined);
       // Keep a partial download the network or the user interrupted; drop one that was wrong or
       // that a failure elsewhere in the copy cut short.
       const interrupted = isSealimgError(e, 'NETWORK') || (signal?.aborted === true && isSealimgError(signal.reason, 'ABORTED'));

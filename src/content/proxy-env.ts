@@ -53,14 +53,13 @@ export function bypassed(host: string, port: number, noProxy: string): boolean {
     entry = entry.trim().toLowerCase();
     if (!entry) continue;
     if (entry === '*') return true;
-    let entryPort: number | undefined;
-    const m = /^(.*[^:]):(\d+)$/.exec(entry);
-    if (m && !entry.includes(']') && isIP(entry) !== 6) {
+    // `name:port`, `1.2.3.4:port`, `[v6]:port`; a bare IPv6 address has colons but no port.
+    const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(entry);
+    if (m) {
+      if (Number(m[2]) !== port) continue;
       entry = m[1]!;
-      entryPort = Number(m[2]);
     }
-    if (entryPort !== undefined && entryPort !== port) continue;
-    entry = bare(entry.replace(/^\[(.*)\]$/, '[$1]'));
+    entry = bare(entry);
     if (entry.includes('/') && isIP(host) === 4 && inCidr(host, entry)) return true;
     const name = entry.replace(/^\*?\./, '');
     if (host === name || host.endsWith(`.${name}`)) return true;

@@ -38,3 +38,22 @@ export async function ok(cmd: string, args: string[], opts: Parameters<typeof ru
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stderr}${r.stdout}`);
   return r.stdout;
 }
+
+/**
+ * `sealimg --root ROOT ARGS...` in the background, for a test that kills it
+ * part-way: `kill()` sends SIGKILL and waits for the exit. It is killed
+ * anyway after `limitMs`, so a test that never gets to kill it cannot hang.
+ */
+export function sealimgToKill(root: string, args: string[], env: NodeJS.ProcessEnv, limitMs = 120_000): { exited: Promise<void>; kill(): Promise<void> } {
+  const child = spawn(process.execPath, [SEALIMG, '--root', root, ...args], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const limit = setTimeout(() => child.kill('SIGKILL'), limitMs);
+  return {
+    exited,
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+      clearTimeout(limit);
+    },
+  };
+}

@@ -19,7 +19,9 @@ import { sealimg } from '../helpers/cli.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
-const test = suite('registry client through an HTTP proxy');
+// The proxy is one the test runs: squid or tinyproxy would resolve registry.test themselves, and the
+// only name that reaches the registry here is a loopback one, which is never proxied.
+const test = suite('registry client through an HTTP proxy (a forward proxy the test runs, not squid)');
 const base = { HOME: '/nonexistent', XDG_RUNTIME_DIR: '', REGISTRY_AUTH_FILE: '', DOCKER_CONFIG: '', NO_PROXY: '', no_proxy: '' };
 let tlsReg: TestRegistry;
 let plainReg: TestRegistry;

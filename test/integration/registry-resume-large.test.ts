@@ -6,7 +6,6 @@
  * from what it had saved. (registry-resume.test.ts covers the same with small
  * chunks and blobs.)
  */
-import { spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { open, readdir, stat, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { OciLayoutStore } from '../../src/content/oci-layout.js';
 import { fetchAll } from '../../src/content/store.js';
 import type { Descriptor, ImageManifest } from '../../src/oci/types.js';
-import { SEALIMG, sealimg } from '../helpers/cli.js';
+import { sealimg, sealimgToKill } from '../helpers/cli.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -76,13 +75,9 @@ test('SIGKILL half-way through the push, then the same push: completes, every bl
   const ref = `${proxy.host}/large/app:v1`;
   const t = await sealimg(root, ['tag', 'big:v1', ref]);
   assert.is(t.code, 0, t.stderr);
-  const child = spawn(process.execPath, [SEALIMG, '--root', root, 'push', '--quiet', '--plain-http', '--concurrency', '1', ref], { env: { ...process.env, ...env }, stdio: 'ignore' });
-  const exited = new Promise((r) => child.once('exit', r));
-  const timeout = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  await Promise.race([stalled, exited]);
-  child.kill('SIGKILL');
-  await exited;
-  clearTimeout(timeout);
+  const child = sealimgToKill(root, ['push', '--quiet', '--plain-http', '--concurrency', '1', ref], env);
+  await Promise.race([stalled, child.exited]);
+  await child.kill();
   assert.is(patches, half + 1, `the push was stalled at chunk ${half + 1}`);
   assert.equal((await readdir(join(root, '.uploads'))).length, 1, 'the upload in progress was saved in the store');
   const firstRun = proxy.stats.blobBytesUp;
@@ -113,10 +108,8 @@ test('SIGKILL half-way through the pull, then the same pull: resumes with Range,
   });
   const dest = await tmpDir();
   const ref = `${proxy.host}/large/app:v1`;
-  const child = spawn(process.execPath, [SEALIMG, '--root', dest, 'pull', '--quiet', '--plain-http', ref], { env: { ...process.env, ...env }, stdio: 'ignore' });
-  const exited = new Promise((r) => child.once('exit', r));
-  const timeout = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  await Promise.race([stalledNow, exited]);
+  const child = sealimgToKill(dest, ['pull', '--quiet', '--plain-http', ref], env);
+  await Promise.race([stalledNow, child.exited]);
   // Wait (bounded) until what came is on disk and stays so, then kill.
   const partial = join(dest, '.ingest', `sha256-${img.big.digest.slice(7)}.partial`);
   let size = 0;
@@ -126,9 +119,7 @@ test('SIGKILL half-way through the pull, then the same pull: resumes with Range,
     same = now > 0 && now === size ? same + 1 : 0;
     size = now;
   }
-  child.kill('SIGKILL');
-  await exited;
-  clearTimeout(timeout);
+  await child.kill();
   size = await stat(partial).then((s) => s.size, () => 0);
   assert.ok(size > after / 2 && size <= after, `about half the blob was saved (${size} of ${img.big.size} bytes)`);
 

@@ -5,7 +5,6 @@
  * (a proxy holds it), since distribution drops an upload whose chunk arrived
  * in part.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +15,7 @@ import { RemoteStore } from '../../src/content/remote.js';
 import { fetchAll } from '../../src/content/store.js';
 import { digestOf } from '../../src/oci/digest.js';
 import { makeImage } from '../helpers/images.js';
-import { SEALIMG, sealimg } from '../helpers/cli.js';
+import { sealimg, sealimgToKill } from '../helpers/cli.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -55,13 +54,9 @@ test('SIGKILL during a chunked push, then the same push: completes, no byte sent
   const img = await makeImage(local, { layers: [randomBytes(1_200_000), 'small'], tag: ref });
   const blobBytes = img.layers.reduce((n, l) => n + l.size, 0) + img.config.size;
 
-  const child = spawn(process.execPath, [SEALIMG, '--root', root, 'push', '--quiet', '--plain-http', '--concurrency', '1', '--chunk-size', `${CHUNK / 1024}KiB`, ref], { env: { ...process.env, ...env }, stdio: 'ignore' });
-  const exited = new Promise((r) => child.once('exit', r));
-  const timeout = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  await Promise.race([stalled, exited]);
-  child.kill('SIGKILL');
-  await exited;
-  clearTimeout(timeout);
+  const child = sealimgToKill(root, ['push', '--quiet', '--plain-http', '--concurrency', '1', '--chunk-size', `${CHUNK / 1024}KiB`, ref], env, 60_000);
+  await Promise.race([stalled, child.exited]);
+  await child.kill();
   assert.is(patches, 5, 'the push was stalled at its fifth chunk');
   assert.equal((await readdir(join(root, '.uploads'))).length, 1, 'the upload in progress was saved in the store');
   const firstRun = proxy.stats.blobBytesUp;
@@ -103,10 +98,8 @@ test('SIGKILL during a pull, then the same pull: the blob resumes with Range fro
   try {
     const root = await tmpDir();
     const ref = `${p.host}/resume/pull:v1`;
-    const child = spawn(process.execPath, [SEALIMG, '--root', root, 'pull', '--quiet', '--plain-http', ref], { env: { ...process.env, ...env }, stdio: 'ignore' });
-    const exited = new Promise((r) => child.once('exit', r));
-    const timeout = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    await Promise.race([stalledNow, exited]);
+    const child = sealimgToKill(root, ['pull', '--quiet', '--plain-http', ref], env, 60_000);
+    await Promise.race([stalledNow, child.exited]);
     // Wait (bounded) until the bytes that came are on disk, then kill.
     const partial = join(root, '.ingest', `sha256-${big.digest.slice(7)}.partial`);
     const { stat } = await import('node:fs/promises');
@@ -117,9 +110,7 @@ test('SIGKILL during a pull, then the same pull: the blob resumes with Range fro
       size = now;
       await new Promise((r) => setTimeout(r, 50));
     }
-    child.kill('SIGKILL');
-    await exited;
-    clearTimeout(timeout);
+    await child.kill();
     size = await stat(partial).then((s) => s.size, () => 0);
     assert.ok(size > 0 && size <= 900_000, `a partial download was left (${size} bytes)`);
 

@@ -13,14 +13,12 @@ import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { SealimgError, errnoCode } from '../../errors.js';
 import { VerifyStream, digestOf, isVerified, parseDigest, type Algorithm } from '../../oci/digest.js';
 import { isImageManifest } from '../../oci/mediatypes.js';
 import type { Descriptor, ImageManifest } from '../../oci/types.js';
 import { childrenOf, parseManifest, type ParsedManifest } from '../../oci/validate.js';
-import { BlobFileWriter } from '../blob-writer.js';
-import { fsyncDir, writeFileAtomic } from '../fsutil.js';
+import { fsyncDir, pipeToFile, writeFileAtomic } from '../fsutil.js';
 import { Layout, checkRepositoryName, isRepositoryName, isTag } from './layout.js';
 
 /** A manifest as stored: its bytes, parsed, with its digest. */
@@ -132,12 +130,7 @@ export class DistributionStorage {
     const tmp = join(dir, `${parseDigest(expected.digest).hex}.${process.pid}.${randomBytes(6).toString('hex')}`);
     try {
       const stages: NodeJS.ReadWriteStream[] = isVerified(body, expected.digest) ? [] : [new VerifyStream(expected)];
-      const fh = await open(tmp, 'wx');
-      try {
-        await pipeline([body, ...stages, new BlobFileWriter(fh, tmp)], { signal });
-      } finally {
-        await fh.close();
-      }
+      await pipeToFile([body, ...stages], tmp, { flags: 'wx' }, signal);
       await this.commitBlob(tmp, expected.digest);
     } catch (e) {
       await rm(tmp, { force: true });
