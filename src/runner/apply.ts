@@ -13,7 +13,7 @@ import type { RegistryOptions } from '../content/registry-client.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import { Clusterfile } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
-import { distributeTree, hasSent, hashTree } from './distribute.js';
+import { distributeTree, hasSent, listTree } from './distribute.js';
 import { Relay } from './relay.js';
 import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
 import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, refuseDowngrade, type KubePlan } from './kube.js';
@@ -276,8 +276,8 @@ export class Applier {
       });
     }
 
-    // One tree for every host: hashed once, each host's record then says what it still lacks.
-    const tree = await hashTree(m.rootfs);
+    // One tree for every host: listed once, hashed at most once (distributeTree), each host's record then says what it still lacks.
+    const tree = await listTree(m.rootfs);
     const one = async (h: RunHost) => {
       const s = await this.session(h);
       const state = dir.sentState(h.name);
