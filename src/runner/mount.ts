@@ -39,30 +39,61 @@ export async function mountImage(store: ReadOnlyStore, dir: ClusterDir, image: R
   return target;
 }
 
+/** Files linked at once: one after another, thousands of small files cost more in round trips than in links. */
+const LINK_PARALLEL = 16;
+
+const parentOf = (rel: string) => (rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '');
+
 /** Lays `src` over `dst`: directories merge, files and links replace. */
 export async function linkTree(src: string, dst: string): Promise<void> {
-  await mkdir(dst, { recursive: true });
-  for (const name of await readdir(src)) {
-    const s = join(src, name);
-    const d = join(dst, name);
-    const st = await lstat(s);
-    const existing = await lstat(d).catch(() => undefined);
-    if (st.isDirectory()) {
-      if (existing && !existing.isDirectory()) await rm(d, { force: true });
-      await linkTree(s, d);
-      continue;
+  const dirs: string[] = []; // parents before children
+  const leaves: Array<{ rel: string; symlink: boolean }> = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of await readdir(rel ? join(src, rel) : src, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        dirs.push(r);
+        await walk(r);
+      } else leaves.push({ rel: r, symlink: e.isSymbolicLink() });
     }
-    if (existing) await rm(d, { recursive: true, force: true });
-    if (st.isSymbolicLink()) await symlink(await readlink(s), d);
-    else {
-      try {
-        await link(s, d);
-      } catch (e) {
-        if (errnoCode(e) !== 'EXDEV') throw e;
-        await copyFile(s, d);
-      }
+  };
+  await walk('');
+  // A directory made here is empty: nothing in it can be in the way, so nothing in it is looked up
+  // (for the first image of a run that is every path: a lstat per file cost more than the links).
+  const fresh = new Set<string>();
+  if ((await mkdir(dst, { recursive: true })) !== undefined) fresh.add('');
+  for (const rel of dirs) {
+    const d = join(dst, rel);
+    if (!fresh.has(parentOf(rel))) {
+      const existing = await lstat(d).catch(() => undefined);
+      if (existing?.isDirectory()) continue;
+      if (existing) await rm(d, { force: true });
     }
+    await mkdir(d);
+    fresh.add(rel);
   }
+  let next = 0;
+  let failed = false;
+  // allSettled: nothing may still be linking when a failure reaches the caller (who removes the tree).
+  const lanes = await Promise.allSettled(
+    Array.from({ length: Math.min(LINK_PARALLEL, leaves.length) }, async () => {
+      for (let i = next++; i < leaves.length && !failed; i = next++) {
+        const { rel, symlink: isLink } = leaves[i]!;
+        const s = join(src, rel);
+        const d = join(dst, rel);
+        try {
+          if (!fresh.has(parentOf(rel))) await rm(d, { recursive: true, force: true });
+          if (isLink) await symlink(await readlink(s), d);
+          else await link(s, d).catch((e: unknown) => (errnoCode(e) === 'EXDEV' ? copyFile(s, d) : Promise.reject(e)));
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+      }
+    }),
+  );
+  const failure = lanes.find((l) => l.status === 'rejected');
+  if (failure) throw (failure as PromiseRejectedResult).reason;
 }
 
 /** Writes a file in a linked tree without changing the cached image it links to. */

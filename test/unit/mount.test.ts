@@ -3,7 +3,7 @@
  * templates render next to themselves, Config patches apply with sealos'
  * strategies, and nothing written into a merged tree reaches the image cache.
  */
-import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -36,6 +36,20 @@ test('later images win; the merged tree links to the cache and writes never reac
   assert.is((await lstat(join(merged, 'scripts/init.sh'))).mode & 0o777, 0o755, 'a rendered script stays executable');
   await applyConfig(merged, { name: 'c', path: 'etc/shared.conf', strategy: 'override', data: 'patched' });
   assert.is(await readFile(join(b, 'etc/shared.conf'), 'utf8'), 'from b', 'the cached image is untouched');
+});
+
+test('a later image may turn a file into a directory, a directory into a file, and a file into a symlink', async () => {
+  const a = await files(await tmpDir(), { 'opt/x': 'file in a', 'opt/y/inner': 'dir in a', 'opt/z': 'file in a', 'keep/k': 'k' });
+  const b = await files(await tmpDir(), { 'opt/x/inside': 'dir in b', 'opt/y': 'file in b' });
+  await symlink('../keep/k', join(b, 'opt/z'));
+  const merged = join(await tmpDir(), 'rootfs');
+  await linkTree(a, merged);
+  await linkTree(b, merged);
+  assert.is(await readFile(join(merged, 'opt/x/inside'), 'utf8'), 'dir in b');
+  assert.is(await readFile(join(merged, 'opt/y'), 'utf8'), 'file in b');
+  assert.is(await readlink(join(merged, 'opt/z')), '../keep/k');
+  assert.is(await readFile(join(merged, 'keep/k'), 'utf8'), 'k');
+  assert.is(await readFile(join(a, 'opt/z'), 'utf8'), 'file in a', 'the cached image is untouched');
 });
 
 test('Config strategies: merge (YAML), override, append, insert; paths cannot leave the tree', async () => {
