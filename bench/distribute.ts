@@ -85,7 +85,7 @@ try {
     });
     if (code !== 0 || seen !== n) throw new Error(`sealimg run failed (${seen}/${n} distributed):\n${err}`);
     const sealimgS = lastDistributed;
-    const relayed = (err.match(/relayed from master0/g) ?? []).length;
+    const relayed = (err.match(/MB of it relayed from master0/g) ?? []).length;
     const reset = await hosts.operatorRun(process.execPath, [SEALIMG, '--root', root, 'reset'], { env: { SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword }, timeoutMs: 600_000 });
     if (reset.code !== 0) throw new Error(reset.stderr);
     // scp -r of the same tree to the same hosts, in parallel.
