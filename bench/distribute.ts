@@ -12,9 +12,9 @@
  * unpacking the image from the store, the relay key, listing the tree.
  *
  * What the rate measures here: every host, the operator and the relay share
- * this machine's two cores. At 1gbit both tools are CPU-bound (each host's
- * sshd, tar and hash checks cost about as much as the link saves), so the
- * relay cannot show there; at 200mbit the operator's link is the limit, as
+ * this machine's two cores. At 1gbit both tools are CPU-bound (top showed
+ * both cores busy, 8% idle, through a 5-host run), so the link time the relay
+ * saves does not show there; at 200mbit the operator's link is the limit, as
  * it is for an operator outside the cluster's network, and the ratios
  * measure what the relay is for: one copy over that link instead of one per host.
  */

@@ -14,6 +14,7 @@ import { SealimgError, errnoCode } from '../errors.js';
 import { Clusterfile } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
 import { distributeTree, hasSent, listTree } from './distribute.js';
+import { inParallel } from './parallel.js';
 import { Relay } from './relay.js';
 import { hostsOf, masters, registryHost, sshTarget, type RunHost } from './hosts.js';
 import { KubeInstaller, apiserverAddress, kubePlan, lbModeOf, refuseDowngrade, type KubePlan } from './kube.js';
@@ -54,24 +55,6 @@ export const CLEAN_HOOKS = ['clean', 'clean-cri', 'clean-registry'] as const;
 
 export function keyOf(...parts: unknown[]): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
-}
-
-async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  const errors: unknown[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  // Every host got its chance; report the first failure (the others are in the log and the conditions).
-  if (errors.length > 0) throw errors[0];
 }
 
 export async function loadClusterfile(dir: ClusterDir): Promise<Clusterfile | undefined> {

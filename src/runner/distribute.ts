@@ -12,6 +12,7 @@ import { writeFileAtomic } from '../content/fsutil.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import type { SshSession } from './ssh.js';
 import { shellQuote } from './ssh.js';
+import { inParallel } from './parallel.js';
 import { uploadTree } from './upload.js';
 
 /** Upload batches on the wire at once (each its own exec channel). */
@@ -73,20 +74,17 @@ const hashing = new WeakMap<TreeFile, Promise<void>>();
 
 /** Fills in the hash of each file in `files` (entries of listTree(root)) that has none yet. */
 async function hashFiles(root: string, files: Array<[string, TreeFile]>): Promise<void> {
-  const todo = files.filter(([, f]) => f.hash === undefined);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: HASH_PARALLEL }, async () => {
-      for (let i = next++; i < todo.length; i = next++) {
-        const [rel, f] = todo[i]!;
-        let p = hashing.get(f);
-        if (!p) {
-          p = hashFile(join(root, rel), f.size).then((hex) => void (f.hash ??= recordHash(hex, f.mode)));
-          hashing.set(f, p);
-        }
-        await p;
+  await inParallel(
+    files.filter(([, f]) => f.hash === undefined),
+    HASH_PARALLEL,
+    async ([rel, f]) => {
+      let p = hashing.get(f);
+      if (!p) {
+        p = hashFile(join(root, rel), f.size).then((hex) => void (f.hash ??= recordHash(hex, f.mode)));
+        hashing.set(f, p);
       }
-    }),
+      await p;
+    },
   );
 }
 

@@ -16,6 +16,7 @@ import { SealimgError, errnoCode } from '../errors.js';
 import type { ConfigPatch } from './clusterfile.js';
 import type { ClusterDir } from './cluster-dir.js';
 import type { RunImage } from './images.js';
+import { inParallel } from './parallel.js';
 import { render, type Vars } from './template.js';
 
 /** Unpacks an image into the cache (once; a crash half-way leaves only a temp dir). */
@@ -72,28 +73,13 @@ export async function linkTree(src: string, dst: string): Promise<void> {
     await mkdir(d);
     fresh.add(rel);
   }
-  let next = 0;
-  let failed = false;
-  // allSettled: nothing may still be linking when a failure reaches the caller (who removes the tree).
-  const lanes = await Promise.allSettled(
-    Array.from({ length: Math.min(LINK_PARALLEL, leaves.length) }, async () => {
-      for (let i = next++; i < leaves.length && !failed; i = next++) {
-        const { rel, symlink: isLink } = leaves[i]!;
-        const s = join(src, rel);
-        const d = join(dst, rel);
-        try {
-          if (!fresh.has(parentOf(rel))) await rm(d, { recursive: true, force: true });
-          if (isLink) await symlink(await readlink(s), d);
-          else await link(s, d).catch((e: unknown) => (errnoCode(e) === 'EXDEV' ? copyFile(s, d) : Promise.reject(e)));
-        } catch (e) {
-          failed = true;
-          throw e;
-        }
-      }
-    }),
-  );
-  const failure = lanes.find((l) => l.status === 'rejected');
-  if (failure) throw (failure as PromiseRejectedResult).reason;
+  await inParallel(leaves, LINK_PARALLEL, async ({ rel, symlink: isLink }) => {
+    const s = join(src, rel);
+    const d = join(dst, rel);
+    if (!fresh.has(parentOf(rel))) await rm(d, { recursive: true, force: true });
+    if (isLink) await symlink(await readlink(s), d);
+    else await link(s, d).catch((e: unknown) => (errnoCode(e) === 'EXDEV' ? copyFile(s, d) : Promise.reject(e)));
+  });
 }
 
 /** Writes a file in a linked tree without changing the cached image it links to. */

@@ -18,14 +18,16 @@
  *
  * Everything a host writes lands in its overlay's upper dir under
  * /var/tmp/sealimg-testhosts/run-<n>/disk/, which a host cannot see (masked by
- * an empty tmpfs). That disk is itself a tmpfs, one per run: on this VM a new
- * file on ext4 costs 0.4-1.3 ms of kernel CPU (against about 0.15 ms on
- * tmpfs), so unpacking a 723 MB tree of 5617 files took 4.9-8.3 s of system
- * time in a host on disk and 0.9-1.0 s on tmpfs. With every host sharing this
- * machine's two cores and one file system, that cost was what a multi-host
- * benchmark measured, not the network or the tool. Killing the `unshare` process kills the host's PID namespace,
- * which drops its private mounts; teardown then deletes the namespaces and the
- * run dir. `cleanupStaleHosts()` does the same for runs whose owner is dead.
+ * an empty tmpfs). That disk is itself a tmpfs, one per run. On this VM a new
+ * file on ext4 costs 0.03-1.3 ms of kernel CPU, varying from minute to minute
+ * (0.01 ms on tmpfs): `tar -x` of a 723 MB tree of 5617 files took 4.9-8.3 s
+ * of system time in a host whose disk was ext4, and 0.98-1.04 s into an
+ * overlay on tmpfs. With every host sharing this machine's two cores and one
+ * file system, that cost was what a multi-host benchmark measured, not the
+ * network or the tool. Killing the `unshare` process kills the host's PID
+ * namespace, which drops its private mounts; teardown then deletes the
+ * namespaces, unmounts the disk and deletes the run dir. `cleanupStaleHosts()`
+ * does the same for runs whose owner is dead.
  *
  * What a test should know:
  * - A host starts as a copy of this machine's / (every installed tool is there:

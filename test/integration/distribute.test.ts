@@ -93,4 +93,24 @@ test('a first run is hashed while it uploads; a re-run sends only the changed, c
   });
 });
 
+test('a file gone between listing and sending fails the upload naming it, and is not recorded as sent', async () => {
+  const src = join(ctx.dir, 'vanishing');
+  await mkdir(src, { recursive: true });
+  await writeFile(join(src, 'stays'), 'kept\n');
+  await writeFile(join(src, 'goes'), 'gone\n');
+  const state = join(ctx.dir, 'sent-vanishing.json');
+  const tree = await listTree(src);
+  await rm(join(src, 'goes'));
+  let error: Error | undefined;
+  try {
+    await distributeTree(ctx.session, src, '/opt/vanishing', state, { tree });
+  } catch (e) {
+    error = e as Error;
+  }
+  assert.ok(error, 'the upload must fail');
+  assert.match(error.message, `${join(src, 'goes')} was not uploaded`);
+  const record = JSON.parse(await readFile(state, 'utf8').catch(() => '{}'))['/opt/vanishing'] ?? {};
+  assert.not.ok('goes' in record, 'a file the host never got is not in its record');
+});
+
 test.run();
