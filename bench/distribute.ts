@@ -58,6 +58,9 @@ const netns = ['nsenter', `--net=/run/netns/${hosts.operatorNetns}`, '--'];
 try {
   await ok('ip', ['netns', 'exec', hosts.operatorNetns, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '50ms']);
   const secs = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
+  // Machine-wide busy CPU-seconds (user, nice, system, irq, softirq of /proc/stat, in USER_HZ = 100ths):
+  // what both tools spend on the cores every host shares here.
+  const busy = async () => (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1, 8).filter((_, i) => i !== 3 && i !== 4).reduce((a, v) => a + Number(v), 0) / 100;
   const results: string[] = [];
   const one: Record<string, number> = {};
   for (const n of counts) {
@@ -65,6 +68,8 @@ try {
     // sealimg run: from start to its last "distributed" line.
     const args = [SEALIMG, '--root', root, 'run', 'example.com/bench:v1', '--masters', ips[0]!, ...(n > 1 ? ['--nodes', ips.slice(1).join(',')] : [])];
     let t = process.hrtime.bigint();
+    let cpu = await busy();
+    let sealimgCpu = 0;
     let lastDistributed = 0;
     let mounting = 0;
     let distributing = 0;
@@ -76,7 +81,7 @@ try {
         err += d.toString();
         for (const line of d.toString().split('\n')) if (line && (process.env.BENCH_VERBOSE || /relay .*failed|cannot set up the relay/.test(line))) console.log(`  ${secs(t).toFixed(1)} s ${line}`);
         for (const line of d.toString().split('\n')) {
-          if (/: distributed \d+ files/.test(line)) { seen++; lastDistributed = secs(t); }
+          if (/: distributed \d+ files/.test(line)) { seen++; lastDistributed = secs(t); void busy().then((c) => (sealimgCpu = c - cpu)); }
           if (/^Mounting \d+ image/.test(line)) mounting = secs(t);
           if (/^Distributing \d+ files/.test(line)) distributing = secs(t);
         }
@@ -90,15 +95,17 @@ try {
     if (reset.code !== 0) throw new Error(reset.stderr);
     // scp -r of the same tree to the same hosts, in parallel.
     t = process.hrtime.bigint();
+    cpu = await busy();
     await Promise.all(
       ips.map((ip) => hosts.operatorRun('scp', ['-r', '-q', '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', join(ctxDir, 'data'), `root@${ip}:/opt/bench-scp`], { timeoutMs: 1_800_000 }).then((r) => {
         if (r.code !== 0) throw new Error(`scp to ${ip}: ${r.stderr}`);
       })),
     );
     const scpS = secs(t);
+    const scpCpu = (await busy()) - cpu;
     for (const h of hosts.hosts.slice(0, n)) await h.sh('rm -rf /opt/bench-scp');
     one[n] = sealimgS;
-    results.push(`${n} host(s), ${totalMb} MB, link ${rate}: sealimg run ${sealimgS.toFixed(1)} s (mount+setup ${(distributing - mounting).toFixed(1)} s, ${relayed} relayed), scp -r ${scpS.toFixed(1)} s, ratio ${(sealimgS / scpS).toFixed(2)}x` + (n > 1 && one[1] ? `, ${n} hosts / 1 host ${(sealimgS / one[1]).toFixed(2)}x` : ''));
+    results.push(`${n} host(s), ${totalMb} MB, link ${rate}: sealimg run ${sealimgS.toFixed(1)} s (mount+setup ${(distributing - mounting).toFixed(1)} s, ${relayed} relayed, ${sealimgCpu.toFixed(0)} CPU-s), scp -r ${scpS.toFixed(1)} s (${scpCpu.toFixed(0)} CPU-s), ratio ${(sealimgS / scpS).toFixed(2)}x` + (n > 1 && one[1] ? `, ${n} hosts / 1 host ${(sealimgS / one[1]).toFixed(2)}x` : ''));
     console.log(results[results.length - 1]);
   }
 } finally {

@@ -316,7 +316,7 @@ export class Applier {
       ]);
       for (const r of results) if (r.status === 'rejected') throw r.reason;
     } finally {
-      await relay?.close().catch((e: unknown) => say(`${master0.name}: could not remove the relay key: ${e instanceof Error ? e.message : String(e)}`));
+      await relay?.close().catch((e: unknown) => say(`${master0.name}: could not stop the relay: ${e instanceof Error ? e.message : String(e)}`));
     }
   }
 

@@ -128,6 +128,8 @@ export interface SentBatch {
   tmp: string;
   files: Array<[string, string]>;
   bytes: number;
+  /** sha256 (hex) and length of the stream (UploadResult.stream). */
+  stream: { sha256: string; bytes: number };
 }
 
 export interface DistributeResult {
@@ -220,7 +222,7 @@ export async function distributeTree(
     // Records are written one after another, each with everything landed so far.
     recording = recording.then(record);
     await recording;
-    opts.onBatch?.({ index, tmp: up.tmp, files: batch.map(([rel, f]) => [rel, f.hash!]), bytes });
+    if (opts.onBatch && up.stream) opts.onBatch({ index, tmp: up.tmp, files: batch.map(([rel, f]) => [rel, f.hash!]), bytes, stream: up.stream });
   };
   let nextBatch = 0;
   let failed = false;

@@ -247,8 +247,6 @@ export class SshSession {
   private tags = 0;
   private readonly tagBase = randomBytes(4).toString('hex');
   private parsedKey?: Buffer | string;
-  /** The host key this session's connections accepted (relay.ts tells other hosts to expect it). */
-  hostKey?: Buffer;
 
   constructor(
     private readonly pool: SshPool,
@@ -597,7 +595,6 @@ export class SshSession {
           this.pool.verifyHostKey(this.host.address, this.port, key).then(
             (problem) => {
               hostKeyProblem = problem;
-              if (problem === undefined) this.hostKey = key;
               verify(problem === undefined);
             },
             (e) => {

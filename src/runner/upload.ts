@@ -57,6 +57,11 @@ export interface UploadResult {
   bytes: number;
   /** The stream's staging name: receiveCommand needs it to replay the same stream. */
   tmp: string;
+  /**
+   * With `tee`: the sha256 (hex) and length of the exact stream sent, as this process made it. A host that
+   * gets the kept copy from elsewhere (relay.ts) checks it against these before using any of it.
+   */
+  stream?: { sha256: string; bytes: number };
 }
 
 interface Entry {
@@ -230,12 +235,26 @@ export function receiveCommand(remoteDir: string, tmp: string, opts: { compress?
   ].join('\n');
 }
 
+/** Passes `chunks` on, and once they are all through, sets result.stream to their sha256 and length. */
+async function* hashed(chunks: AsyncGenerator<Buffer>, result: UploadResult): AsyncGenerator<Buffer> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const b of chunks) {
+    h.update(b);
+    bytes += b.length;
+    yield b;
+  }
+  result.stream = { sha256: h.digest('hex'), bytes };
+}
+
 async function send(session: SshSession, entries: Entry[], remoteDir: string, label: string, opts: UploadOptions): Promise<UploadResult> {
   const tmp = `.sealimg-${randomId()}`;
   const result: UploadResult = { files: new Map(), bytes: 0, tmp };
   const compress = opts.compress ?? false;
   const command = receiveCommand(remoteDir, tmp, { compress, tee: opts.tee });
-  const tar = Readable.from(tarStream(entries, tmp, result, opts.knownHashes), { objectMode: false });
+  let chunks = tarStream(entries, tmp, result, opts.knownHashes);
+  if (opts.tee && !compress) chunks = hashed(chunks, result);
+  const tar = Readable.from(chunks, { objectMode: false });
   let body: Readable = tar;
   if (compress) {
     const gz = createGzip({ level: 1 });

@@ -1,7 +1,9 @@
 /**
  * Distribution by relay (src/runner/relay.ts) on three test hosts: the
  * operator sends the tree to master0 once, the nodes fetch the same streams
- * from master0, and afterwards no relay key or kept stream is left anywhere.
+ * from master0's stream server, and afterwards no server, kept stream or
+ * spool file is left anywhere. Then the server and the fetch on their own:
+ * who may fetch, and a stream that is not what the operator sent is refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -9,9 +11,9 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
-import { cleanupStaleHosts, createTestHosts, type TestHosts } from '../helpers/hosts.js';
+import { cleanupStaleHosts, createTestHosts, shellQuote, type TestHost, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
-import { authorizeScript } from '../../src/runner/relay.js';
+import { fetchCommand, serverCommand } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -49,7 +51,6 @@ test.before(async () => {
   const b2 = await sealimg(ctx.root, ['build', '-q', '--compression', 'none', '-t', 'example.com/bulk:v1', bulk]);
   assert.is(b2.code, 0, b2.stderr);
   ctx.hosts = await createTestHosts({ count: 3 });
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'sealimg-relay-stale', '-f', join(ctx.home, 'stale')]);
 });
 
 test.after(async () => {
@@ -61,16 +62,16 @@ async function assertCleanAndComplete(): Promise<void> {
   for (const h of ctx.hosts.hosts) {
     const c = await h.sh(`cd ${ROOTFS}/data && sha256sum -c --quiet - <<'EOF'\n${ctx.sums}\nEOF\necho rc=$?`);
     assert.match(c.stdout, 'rc=0', `${h.hostname}: every file checked: ${c.stdout}${c.stderr}`);
-    const left = await h.sh('ls -A /var/lib/sealimg/relay 2>&1; grep -c sealimg-relay /root/.ssh/authorized_keys; ls -A ' + ROOTFS + ' | grep -c "^\\.sealimg-"');
-    assert.match(left.stdout, /No such file or directory\n0\n0\n$/, `${h.hostname}: no relay dir, key line or temp file left: ${left.stdout}`);
+    const left = await h.sh('ls -A /var/lib/sealimg/relay 2>&1; pgrep -c -x perl; ls -A ' + ROOTFS + ' | grep -c "^\\.sealimg-"');
+    assert.match(left.stdout, /No such file or directory\n0\n0\n$/, `${h.hostname}: no relay dir, relay server or temp file left: ${left.stdout}`);
   }
   assert.is((await ctx.hosts.hosts[1]!.sh(`test -d ${ROOTFS}/registry && echo yes || echo no`)).stdout.trim(), 'no', 'registry/ stays on the registry host');
 }
 
 test('the nodes get the tree from master0: the operator sends it once, every file checked, nothing left behind', async () => {
-  // What a relay killed half-way leaves on master0: its key line and kept streams. This run clears them.
+  // What a relay killed half-way leaves on master0: its kept streams. This run clears them.
   const m0 = ctx.hosts.hosts[0]!;
-  await m0.sh(`umask 077; mkdir -p /root/.ssh /var/lib/sealimg/relay/stale && echo x > /var/lib/sealimg/relay/stale/0.tar && printf '%s\\n' 'restrict,command="false" ${(await readFile(join(ctx.home, 'stale.pub'), 'utf8')).trim()}' >> /root/.ssh/authorized_keys`);
+  await m0.sh('umask 077; mkdir -p /var/lib/sealimg/relay/stale && echo x > /var/lib/sealimg/relay/stale/0.tar');
   const r = await runSealimg(runArgs());
   assert.is(r.code, 0, r.stderr);
   const m0line = new RegExp(`${esc(ips()[0]!)}: distributed \\d+ files \\(([\\d.]+) MB\\)`).exec(r.stderr);
@@ -94,38 +95,56 @@ test('the nodes get the tree from master0: the operator sends it once, every fil
 
 test('a node whose relay fails gets the tree directly, and says why', async () => {
   const n2 = ctx.hosts.hosts[2]!;
-  await n2.sh('mv /usr/bin/ssh /usr/bin/ssh.off');
+  await n2.sh('mv /usr/bin/perl /usr/bin/perl.off');
   try {
     const r = await runSealimg(runArgs());
     assert.is(r.code, 0, r.stderr);
-    assert.match(r.stderr, new RegExp(`${esc(n2.ip)}: relay from master0 failed \\([\\s\\S]*no ssh client`), r.stderr);
+    assert.match(r.stderr, new RegExp(`${esc(n2.ip)}: relay from master0 failed \\([\\s\\S]*no perl`), r.stderr);
     assert.match(r.stderr, new RegExp(`${esc(n2.ip)}: distributed \\d+ files \\([\\d.]+ MB\\)`));
     assert.match(r.stderr, new RegExp(`${esc(ips()[1]!)}: distributed \\d+ files \\([\\d.]+ MB, [\\d.]+ MB of it relayed`));
     await assertCleanAndComplete();
   } finally {
-    await n2.sh('mv /usr/bin/ssh.off /usr/bin/ssh');
+    await n2.sh('mv /usr/bin/perl.off /usr/bin/perl');
   }
   assert.is((await runSealimg(['reset'])).code, 0);
 });
 
-test('the relay key line master0 gets expires in 12 hours, and replaces a crashed run\'s line and streams', async () => {
-  const m0 = ctx.hosts.hosts[0]!;
-  const pub = (await readFile(join(ctx.home, 'stale.pub'), 'utf8')).trim();
-  await m0.sh(`umask 077; mkdir -p /root/.ssh /var/lib/sealimg/relay/old && echo x > /var/lib/sealimg/relay/old/0.tar && printf '%s\\n' 'keep-me ${pub.replace('sealimg-relay-stale', 'someone')}' 'restrict ${pub}' > /root/.ssh/authorized_keys`);
-  const line = `restrict,command="true" ${pub.replace('sealimg-relay-stale', 'sealimg-relay-new')}`;
-  const r = await m0.sh(authorizeScript('/var/lib/sealimg/relay/new', line));
-  assert.is(r.code, 0, r.stderr);
-  const keys = (await m0.sh('cat /root/.ssh/authorized_keys; ls -A /var/lib/sealimg/relay')).stdout.trim().split('\n');
-  assert.is(keys[0], `keep-me ${pub.replace('sealimg-relay-stale', 'someone')}`, 'other lines stay as they were');
-  const m = /^expiry-time="(\d{12})",(.*)$/.exec(keys[1]!);
-  assert.ok(m, `the new line has an expiry: ${keys[1]}`);
-  assert.is(m![2], line);
-  const hostNow = (await m0.sh("date +%Y%m%d%H%M")).stdout.trim();
-  const toDate = (t: string) => Date.UTC(+t.slice(0, 4), +t.slice(4, 6) - 1, +t.slice(6, 8), +t.slice(8, 10), +t.slice(10, 12));
-  const hours = (toDate(m![1]!) - toDate(hostNow)) / 3_600_000;
-  assert.ok(hours > 11.9 && hours <= 12, `expires ${hours} hours from now`);
-  assert.equal(keys.slice(2), ['new'], 'the stale line and streams are gone');
-  await m0.sh('rm -rf /var/lib/sealimg/relay; : > /root/.ssh/authorized_keys');
+test('the stream server answers only its hosts with the token, a stream that is not what was sent is refused, and it stops when its stdin ends', async () => {
+  const [m0, n1, n2] = ctx.hosts.hosts as [TestHost, TestHost, TestHost];
+  const dir = '/var/lib/sealimg/relay/t';
+  // A stream as upload.ts makes them: files under the staging name, then the script that moves them into place.
+  const made = await m0.sh(`umask 077; mkdir -p ${dir}/s/.sealimg-t && cd ${dir}/s && echo hello > .sealimg-t/greeting && printf 'set -e\\nmv -f ./.sealimg-t/greeting ./greeting\\n' > .sealimg-t.sh && tar -cf ../0.tar .sealimg-t .sealimg-t.sh && rm -rf ${dir}/s && sha256sum ../0.tar | cut -c1-64 && wc -c < ../0.tar`);
+  assert.is(made.code, 0, made.stderr);
+  const [sha256, bytes] = made.stdout.trim().split('\n') as [string, string];
+  const token = randomBytes(16).toString('hex');
+  // Its stdin is a pipe from `sleep`: killing the sleep ends it, as the operator closing the channel does.
+  const started = await m0.sh(`( sleep 120 | sh -c ${shellQuote(serverCommand(dir, token, m0.ip, [n1.ip]))} ) >/dev/null 2>${dir}.err & for i in $(seq 50); do [ -s ${dir}/port ] && break; sleep 0.1; done; cat ${dir}/port`);
+  const port = Number(started.stdout.trim());
+  assert.ok(port > 0, `the server wrote its port: ${started.stdout}${started.stderr}`);
+  const batch = { index: 0, tmp: '.sealimg-t', stream: { sha256, bytes: Number(bytes) } };
+  const fetch = (h: TestHost, opts: { token?: string; sha256?: string } = {}) =>
+    h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, { ...batch, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } }, '/opt/relayed', '/var/lib/sealimg/relay/spool')}`);
+  const state = async (h: TestHost) => (await h.sh('cat /opt/relayed/greeting 2>/dev/null; find /opt/relayed /var/lib/sealimg/relay/spool -mindepth 1 ! -name greeting 2>/dev/null | wc -l')).stdout;
+
+  const wrongToken = await fetch(n1, { token: 'not-the-token' });
+  assert.is.not(wrongToken.code, 0, 'a wrong token gets nothing');
+  assert.match(wrongToken.stderr, /is not the stream the operator sent \(0 of \d+ bytes/);
+  const stranger = await fetch(n2);
+  assert.is.not(stranger.code, 0, 'a host the server was not told about gets nothing');
+  assert.is(await state(n2), '0\n', 'and keeps nothing');
+  const wrongSum = await fetch(n1, { sha256: createHash('sha256').update('something else').digest('hex') });
+  assert.is.not(wrongSum.code, 0);
+  assert.match(wrongSum.stderr, new RegExp(`is not the stream the operator sent \\(${bytes} of ${bytes} bytes, sha256 ${sha256}\\)`));
+  assert.is(await state(n1), '0\n', 'nothing of a refused stream is unpacked or kept');
+  const good = await fetch(n1);
+  assert.is(good.code, 0, good.stderr);
+  assert.is(await state(n1), 'hello\n0\n', 'the right stream lands, and its spool file and staging dir are gone');
+
+  await m0.sh(`pkill -f 'sleep 120'`);
+  const gone = await m0.sh(`for i in $(seq 50); do pgrep -x perl >/dev/null || { echo stopped; break; }; sleep 0.1; done`);
+  assert.is(gone.stdout.trim(), 'stopped', 'the server stops when its stdin ends');
+  await m0.sh(`rm -rf /var/lib/sealimg/relay ${dir}.err`);
+  await n1.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
 });
 
 test.run();
