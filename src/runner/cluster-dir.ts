@@ -1,8 +1,9 @@
 /**
  * Where a cluster's local state lives: `~/.sealimg/<cluster>/` holds the
- * Clusterfile, the images' unpacked trees, the merged trees sent to hosts,
- * what each host has received, and each host's command log. On hosts,
- * everything goes under /var/lib/sealimg/data/<cluster>/.
+ * Clusterfile, the merged trees sent to hosts, what each host has received,
+ * and each host's command log; `~/.sealimg/mounts/` the images' unpacked
+ * trees, shared by every cluster. On hosts, everything goes under
+ * /var/lib/sealimg/data/<cluster>/.
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,11 @@ export const REMOTE_DATA = '/var/lib/sealimg/data';
 /** `$SEALIMG_HOME`, else ~/.sealimg. */
 export function sealimgHome(env: NodeJS.ProcessEnv = process.env): string {
   return env.SEALIMG_HOME || join(homedir(), '.sealimg');
+}
+
+/** The unpacked images under a sealimg home (ClusterDir.mounts). */
+export function mountsDir(home: string): string {
+  return join(home, 'mounts');
 }
 
 export function checkClusterName(name: string): string {
@@ -41,9 +47,15 @@ export class ClusterDir {
   get logs(): string {
     return join(this.dir, 'logs');
   }
-  /** Unpacked images, by manifest digest hex; shared by every run of this cluster. */
+  /**
+   * Where images are unpacked, by manifest digest hex: shared by every cluster and kept after a reset
+   * (mount.ts pruneMounts drops an image's tree once the image is gone from the store).
+   */
+  get mounts(): string {
+    return mountsDir(this.home);
+  }
   mount(digest: string): string {
-    return join(this.dir, 'mounts', digest.replace(/^sha256:/, ''));
+    return join(this.mounts, digest.replace(/^sha256:/, ''));
   }
   /** The merged rootfs/patch tree, rebuilt by every run. */
   get rootfs(): string {

@@ -1,6 +1,7 @@
 /**
  * Mounting, without a container runtime: each image is unpacked once into a
- * cache by digest; rootfs and patch images are laid, in the order given, into
+ * cache by digest (shared by clusters, as a pulled image is unpacked once for
+ * every container); rootfs and patch images are laid, in the order given, into
  * one tree (later files win); every application image gets a tree of its own.
  * Trees are hard-linked from the cache, so a 700 MB image is not copied per
  * run (sealos' 2x disk complaint), and files sealimg writes (rendered
@@ -10,7 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { chmod, copyFile, link, lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { parse as parseYaml, stringify } from 'yaml';
+import { writeFileAtomic } from '../content/fsutil.js';
 import { unpackImage } from '../content/unpack.js';
+import type { Descriptor } from '../oci/types.js';
 import type { ReadOnlyStore } from '../content/store.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import type { ConfigPatch } from './clusterfile.js';
@@ -32,12 +35,45 @@ export async function mountImage(store: ReadOnlyStore, dir: ClusterDir, image: R
   await mkdir(tmp, { recursive: true });
   try {
     await unpackImage(store, image.descriptor, tmp, { signal });
-    await rename(tmp, target);
-  } catch (e) {
+    // The descriptor beside the tree is how pruneMounts knows the image; written first, so no tree is without one.
+    await writeFileAtomic(`${target}.json`, JSON.stringify(image.descriptor), 0o644);
+    await rename(tmp, target).catch((e: unknown) => {
+      // Another run (of another cluster) unpacked the same image first: its tree is the same.
+      if (errnoCode(e) !== 'ENOTEMPTY' && errnoCode(e) !== 'EEXIST') throw e;
+    });
+  } finally {
     await rm(tmp, { recursive: true, force: true });
-    throw e;
   }
   return target;
+}
+
+/**
+ * Removes the unpacked trees of images no longer in the store (`sealimg rmi`), and any tree left without its
+ * descriptor by an older sealimg. Trees being unpacked (.tmp-) are left to their run.
+ */
+export async function pruneMounts(store: ReadOnlyStore, mounts: string, signal?: AbortSignal): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(mounts);
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return;
+    throw e;
+  }
+  for (const name of names) {
+    if (!/^[0-9a-f]{64}$/.test(name)) continue;
+    const tree = join(mounts, name);
+    let keep = false;
+    try {
+      const desc = JSON.parse(await readFile(`${tree}.json`, 'utf8')) as Descriptor;
+      keep = desc.digest === `sha256:${name}` && (await store.exists(desc, signal));
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT' && !(e instanceof SyntaxError)) throw e;
+    }
+    if (!keep) {
+      await rm(tree, { recursive: true, force: true });
+      await rm(`${tree}.json`, { force: true });
+    }
+  }
 }
 
 /** Files linked at once: one after another, thousands of small files cost more in round trips than in links. */
@@ -183,6 +219,7 @@ export function appName(image: RunImage): string {
 
 /** Builds the merged rootfs tree and the application trees for a run. */
 export async function mountAll(store: ReadOnlyStore, dir: ClusterDir, images: RunImage[], vars: Vars, configs: ConfigPatch[], signal?: AbortSignal): Promise<MountResult> {
+  await pruneMounts(store, dir.mounts, signal);
   await rm(dir.rootfs, { recursive: true, force: true });
   await mkdir(dir.rootfs, { recursive: true });
   const apps: MountResult['apps'] = [];

@@ -48,6 +48,7 @@ export async function resetCluster(opts: ResetOptions): Promise<{ archived: stri
     await pool.close();
   }
   // Local state of the cluster's trees goes; the Clusterfile and logs are kept, archived.
+  // (The unpacked images, ~/.sealimg/mounts, are shared by clusters and stay: mount.ts pruneMounts.)
   for (const p of ['rootfs', 'applications', 'mounts', 'state']) await rm(`${dir.dir}/${p}`, { recursive: true, force: true });
   const archived = await archiveClusterfile(dir);
   return { archived, failed };

@@ -7,8 +7,11 @@ import { lstat, mkdir, readFile, readlink, symlink, writeFile } from 'node:fs/pr
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { applyConfig, linkTree, mergeEnv, renderTemplates } from '../../src/runner/mount.js';
-import type { RunImage } from '../../src/runner/images.js';
+import { applyConfig, linkTree, mergeEnv, mountAll, renderTemplates } from '../../src/runner/mount.js';
+import { resolveImages, type RunImage } from '../../src/runner/images.js';
+import { ClusterDir } from '../../src/runner/cluster-dir.js';
+import { openLocalStore } from '../../src/content/local.js';
+import { sealimg } from '../helpers/cli.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('mount');
@@ -67,6 +70,29 @@ test('Config strategies: merge (YAML), override, append, insert; paths cannot le
   } catch (e) {
     assert.match((e as Error).message, 'Config bad: path "../outside" leaves the image');
   }
+});
+
+test('an image is unpacked once for every cluster, and its tree goes with `rmi`', async () => {
+  const root = await tmpDir();
+  const home = await tmpDir();
+  const context = await files(await tmpDir(), { 'Sealfile': 'FROM scratch\nLABEL sealos.io.type=rootfs sealos.io.version=v1beta1\nCOPY data data\n', 'data/bin/tool': 'tool' });
+  assert.is((await sealimg(root, ['build', '-q', '-t', 'example.com/shared:v1', context])).code, 0);
+  const store = await openLocalStore(root);
+  const images = await resolveImages(store, ['example.com/shared:v1'], { root });
+  const one = new ClusterDir(home, 'one');
+  const two = new ClusterDir(home, 'two');
+  const m1 = await mountAll(store, one, images, {}, []);
+  const m2 = await mountAll(store, two, images, {}, []);
+  const cached = join(one.mount(images[0]!.descriptor.digest), 'data/bin/tool');
+  assert.is(two.mount(images[0]!.descriptor.digest), one.mount(images[0]!.descriptor.digest), 'one cache for both clusters');
+  const ino = (await lstat(cached)).ino;
+  assert.is((await lstat(join(m1.rootfs, 'data/bin/tool'))).ino, ino);
+  assert.is((await lstat(join(m2.rootfs, 'data/bin/tool'))).ino, ino, 'the second cluster links the same unpacked file: not unpacked again');
+  // rmi removes the image, and with it the unpacked tree; a run of another image would prune it as well.
+  const rmi = await sealimg(root, ['rmi', 'example.com/shared:v1'], { env: { ...process.env, SEALIMG_HOME: home } });
+  assert.is(rmi.code, 0, rmi.stderr);
+  assert.is(await lstat(cached).then(() => 'kept', () => 'gone'), 'gone');
+  assert.is(await lstat(`${one.mount(images[0]!.descriptor.digest)}.json`).then(() => 'kept', () => 'gone'), 'gone');
 });
 
 test('ENV merges in image order, then the Clusterfile, then -e', () => {

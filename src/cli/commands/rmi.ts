@@ -1,6 +1,8 @@
 /** sealimg rmi: remove names from the local store, then the blobs no image uses. */
 import { findImage, openLocalStore } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
+import { mountsDir, sealimgHome } from '../../runner/cluster-dir.js';
+import { pruneMounts } from '../../runner/mount.js';
 import { needArgs, type Command } from '../command.js';
 
 const command: Command = {
@@ -39,6 +41,8 @@ Flags:
     }
     const { removed } = await store.gc();
     for (const d of removed) ctx.stdout.write(`Deleted: ${d.digest}\n`);
+    // The runner's unpacked copies of removed images go too.
+    await pruneMounts(store, mountsDir(sealimgHome(ctx.env)));
   },
 };
 export default command;
