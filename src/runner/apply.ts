@@ -262,8 +262,8 @@ export class Applier {
     // One tree for every host: listed once, hashed at most once (distributeTree), each host's record then says what it still lacks.
     const tree = await listTree(m.rootfs);
     let treeBytes = 0;
-    for (const f of tree.values()) treeBytes += f.size;
-    say(`Distributing ${tree.size} files (${(treeBytes / 1e6).toFixed(1)} MB) to ${hosts.length} host${hosts.length === 1 ? '' : 's'}${relay ? `, relayed from master0 ${master0.name}` : ''}`);
+    for (const f of tree.files.values()) treeBytes += f.size;
+    say(`Distributing ${tree.files.size} files (${(treeBytes / 1e6).toFixed(1)} MB) to ${hosts.length} host${hosts.length === 1 ? '' : 's'}${relay ? `, relayed from master0 ${master0.name}` : ''}`);
     const one = async (h: RunHost) => {
       const s = await this.session(h);
       const state = dir.sentState(h.name);

@@ -13,7 +13,7 @@ import { SealimgError, errnoCode } from '../errors.js';
 import type { SshSession } from './ssh.js';
 import { shellQuote } from './ssh.js';
 import { inParallel } from './parallel.js';
-import { uploadTree } from './upload.js';
+import { uploadEntries, type UploadEntry } from './upload.js';
 
 /** Upload batches on the wire at once (each its own exec channel). */
 const BATCHES_IN_FLIGHT = 2;
@@ -34,6 +34,16 @@ export interface TreeFile {
   size: number;
   /** Permission bits of a file. */
   mode: number;
+  /** Modification time, seconds since the epoch (what the host's copy gets). */
+  mtime: number;
+  /** A symlink's target. */
+  target?: string;
+}
+
+/** A listed tree: its files and symlinks, and its directories (parents first), all by relative path. */
+export interface Tree {
+  files: Map<string, TreeFile>;
+  dirs: Array<{ rel: string; mode: number; mtime: number }>;
 }
 
 const recordHash = (hex: string, mode: number) => `${hex}:${mode.toString(8)}`;
@@ -50,23 +60,29 @@ async function hashFile(path: string, size: number): Promise<string> {
 const HASH_PARALLEL = 8;
 
 /**
- * Every file and symlink of a tree (relative path -> size, mode and, for links, their record hash), in
- * sorted walk order, skipping `exclude`. Files are not read here (see hashFiles).
+ * Every directory, file and symlink of a tree, in sorted walk order, skipping `exclude` (and what is
+ * under an excluded directory). Files are not read here (see hashFiles).
  */
-export async function listTree(root: string, exclude: (rel: string) => boolean = () => false): Promise<Map<string, TreeFile>> {
-  const out = new Map<string, TreeFile>();
+export async function listTree(root: string, exclude: (rel: string) => boolean = () => false): Promise<Tree> {
+  const tree: Tree = { files: new Map(), dirs: [] };
   const walk = async (rel: string): Promise<void> => {
     const names = (await readdir(rel ? join(root, rel) : root)).sort().map((name) => (rel ? `${rel}/${name}` : name)).filter((r) => !exclude(r));
     const stats = await Promise.all(names.map((r) => lstat(join(root, r))));
     for (const [i, r] of names.entries()) {
       const st = stats[i]!;
-      if (st.isDirectory()) await walk(r);
-      else if (st.isSymbolicLink()) out.set(r, { hash: `symlink:${await readlink(join(root, r))}`, size: 0, mode: 0 });
-      else if (st.isFile()) out.set(r, { size: st.size, mode: st.mode & 0o7777 });
+      const mtime = Math.floor(st.mtimeMs / 1000);
+      if (st.isDirectory()) {
+        tree.dirs.push({ rel: r, mode: st.mode & 0o7777, mtime });
+        await walk(r);
+      } else if (st.isSymbolicLink()) {
+        const target = await readlink(join(root, r));
+        tree.files.set(r, { hash: `symlink:${target}`, size: 0, mode: 0o777, mtime, target });
+      } else if (st.isFile()) tree.files.set(r, { size: st.size, mode: st.mode & 0o7777, mtime });
+      else throw new SealimgError('UNSUPPORTED', `${join(root, r)}: only files, directories and symlinks can be distributed`);
     }
   };
   await walk('');
-  return out;
+  return tree;
 }
 
 /** Files being hashed: hosts compared against one tree at once share each file's hashing. */
@@ -160,11 +176,14 @@ export async function distributeTree(
      * listTree(localDir), when the caller already has it: one tree sent to many hosts is listed once, and
      * hashed at most once (hashes learnt by one host's upload are kept in it).
      */
-    tree?: Map<string, TreeFile>;
+    tree?: Tree;
   } = {},
 ): Promise<DistributeResult> {
   const exclude = opts.exclude;
-  const local = opts.tree ? new Map([...opts.tree].filter(([rel]) => !exclude?.(rel) && !excludedDir(rel, exclude))) : await listTree(localDir, exclude);
+  const kept = (rel: string) => !exclude?.(rel) && !excludedDir(rel, exclude);
+  const listed = opts.tree ?? (await listTree(localDir, exclude));
+  const local = opts.tree ? new Map([...listed.files].filter(([rel]) => kept(rel))) : listed.files;
+  const dirs = opts.tree ? listed.dirs.filter((d) => kept(d.rel)) : listed.dirs;
   const sent = await readSent(statePath);
   const have = new Map(Object.entries(sent[remoteDir] ?? {}));
   // Only files the host's record names are hashed first, to see whether they changed. Any other file is sent
@@ -205,10 +224,15 @@ export async function distributeTree(
   let recording = Promise.resolve();
   const sendBatch = async (index: number): Promise<void> => {
     const batch = batches[index]!;
-    const names = new Set(batch.map(([rel]) => rel));
     // Files hashed already are not hashed again: the stream carries those hashes and the host checks against them.
     const knownHashes = new Map(batch.flatMap(([rel, f]) => (f.hash && !f.hash.startsWith('symlink:') ? [[rel, f.hash.slice(0, f.hash.lastIndexOf(':'))] as [string, string]] : [])));
-    const up = await uploadTree(session, localDir, remoteDir, { filter: (rel) => names.has(rel), prune: opts.exclude, step: opts.step, signal: opts.signal, tee: opts.tee?.(index), knownHashes });
+    // Every batch makes the whole directory tree (a few hundred headers): each stream stands on its own.
+    const entries: UploadEntry[] = [
+      ...dirs.map((d) => ({ rel: d.rel, src: join(localDir, d.rel), kind: 'dir' as const, mode: d.mode, mtime: d.mtime, size: 0 })),
+      ...batch.map(([rel, f]) => ({ rel, src: join(localDir, rel), kind: f.target !== undefined ? ('symlink' as const) : ('file' as const), mode: f.mode, mtime: f.mtime, size: f.size, target: f.target })),
+    ];
+    const label = `upload ${localDir} -> ${remoteDir}`;
+    const up = await uploadEntries(session, entries, remoteDir, label, { step: opts.step, signal: opts.signal, tee: opts.tee?.(index), knownHashes });
     let bytes = 0;
     for (const [rel, f] of batch) {
       const hex = up.files.get(rel);

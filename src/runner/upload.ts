@@ -13,14 +13,13 @@
  * just hashed them), and the hash manifest travels as the archive's last entry.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { ReadAhead } from '../content/fsutil.js';
 import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
-import { SealimgError } from '../errors.js';
+import { SealimgError, errnoCode } from '../errors.js';
 import { randomId, shellQuote, type SshSession } from './ssh.js';
 
 export interface UploadOptions {
@@ -64,17 +63,20 @@ export interface UploadResult {
   stream?: { sha256: string; bytes: number };
 }
 
-interface Entry {
+/** One thing to send: a directory (made in place), a file or a symlink (staged, then renamed). */
+export interface UploadEntry {
   /** Path in the archive, relative to the target dir. */
   rel: string;
   /** The local file it is read from. */
   src: string;
   kind: 'dir' | 'file' | 'symlink';
   mode: number;
-  mtime: Date;
+  /** Modification time, seconds since the epoch. */
+  mtime: number;
   size: number;
   target?: string;
 }
+type Entry = UploadEntry;
 
 /** Lists a tree, parents before children, in a stable order. */
 async function walk(root: string, filter?: (rel: string) => boolean, prune?: (rel: string) => boolean): Promise<Entry[]> {
@@ -86,7 +88,7 @@ async function walk(root: string, filter?: (rel: string) => boolean, prune?: (re
       if (/[\n\\]/.test(r)) throw new SealimgError('UNSUPPORTED', `${join(root, r)}: file names with a newline or backslash cannot be uploaded`);
       const src = join(root, r);
       const st = await lstat(src);
-      const base = { rel: r, src, mode: st.mode & 0o7777, mtime: st.mtime, size: 0 };
+      const base = { rel: r, src, mode: st.mode & 0o7777, mtime: seconds(st.mtime), size: 0 };
       if (st.isDirectory()) {
         if (prune?.(r)) continue;
         out.push({ ...base, kind: 'dir' });
@@ -123,19 +125,36 @@ function checkCommand(manifest: string): string {
   return `if ! command -v openssl >/dev/null 2>&1 || ! { ${viaOpenssl}; }; then sha256sum -c --quiet --strict ${m} >&2; fi`;
 }
 
+/**
+ * A file's bytes, opened before its header is written: read whole (a small file, from ReadAhead) or
+ * an open handle to stream. Undefined when the file is gone (the caller lists what it sent, and its
+ * caller names what is missing).
+ */
+async function openFile(e: Entry, whole?: Promise<Buffer>): Promise<Buffer | FileHandle | undefined> {
+  try {
+    return whole ? await whole : await open(e.src, 'r');
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 /** A file's bytes in pieces, checked against the size its header promised. */
-async function* fileBytes(e: Entry, whole?: Promise<Buffer>): AsyncGenerator<Buffer> {
+async function* fileBytes(e: Entry, body: Buffer | FileHandle): AsyncGenerator<Buffer> {
   let n = 0;
-  if (whole) {
-    const b = await whole;
-    n = b.length;
-    if (n === e.size) yield b;
+  if (Buffer.isBuffer(body)) {
+    n = body.length;
+    if (n === e.size) yield body;
   } else {
-    for await (const chunk of createReadStream(e.src, { highWaterMark: 1 << 20 })) {
-      const b = chunk as Buffer;
-      n += b.length;
-      if (n > e.size) break;
-      yield b;
+    try {
+      for await (const chunk of body.createReadStream({ highWaterMark: 1 << 20, autoClose: false })) {
+        const b = chunk as Buffer;
+        n += b.length;
+        if (n > e.size) break;
+        yield b;
+      }
+    } finally {
+      await body.close();
     }
   }
   // The header promised e.size bytes; a file that grows or shrinks now would corrupt the stream.
@@ -151,21 +170,23 @@ async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, k
     for (const [i, e] of entries.entries()) {
       const whole = ahead.take(i);
       if (e.kind === 'dir') {
-        yield tarHeader({ name: `${e.rel}/`, flag: '5', mode: e.mode, mtime: seconds(e.mtime) });
+        yield tarHeader({ name: `${e.rel}/`, flag: '5', mode: e.mode, mtime: e.mtime });
         continue;
       }
       const tmpRel = `${tmp}/${e.rel}`;
       const slash = e.rel.lastIndexOf('/');
       dirs.add(slash >= 0 ? e.rel.slice(0, slash) : '.');
       if (e.kind === 'symlink') {
-        yield tarHeader({ name: tmpRel, flag: '2', linkname: e.target, mode: e.mode, mtime: seconds(e.mtime) });
+        yield tarHeader({ name: tmpRel, flag: '2', linkname: e.target, mode: e.mode, mtime: e.mtime });
         result.files.set(e.rel, `symlink:${e.target}`);
         continue;
       }
-      yield tarHeader({ name: tmpRel, flag: '0', mode: e.mode, mtime: seconds(e.mtime), size: e.size });
+      const body = await openFile(e, whole);
+      if (!body) continue;
+      yield tarHeader({ name: tmpRel, flag: '0', mode: e.mode, mtime: e.mtime, size: e.size });
       const known = knownHashes?.get(e.rel);
       const hash = known ? undefined : createHash('sha256');
-      for await (const b of fileBytes(e, whole)) {
+      for await (const b of fileBytes(e, body)) {
         hash?.update(b);
         yield b;
       }
@@ -207,12 +228,21 @@ export async function uploadTree(session: SshSession, localDir: string, remoteDi
   return send(session, await walk(localDir, opts.filter, opts.prune), remoteDir, `upload ${localDir} -> ${remoteDir}`, opts);
 }
 
+/**
+ * Uploads `entries` (directories before what is in them) the same way, for a caller that has listed the tree
+ * already (distribute.ts): nothing is walked again. A file gone since it was listed is left out of the result.
+ */
+export async function uploadEntries(session: SshSession, entries: UploadEntry[], remoteDir: string, label: string, opts: Omit<UploadOptions, 'filter' | 'prune'> = {}): Promise<UploadResult> {
+  for (const e of entries) if (/[\n\\]/.test(e.rel)) throw new SealimgError('UNSUPPORTED', `${e.src}: file names with a newline or backslash cannot be uploaded`);
+  return send(session, entries, remoteDir, label, opts);
+}
+
 /** Uploads one file (or symlink) to `remotePath` on the host, the same way: whole, checked, renamed into place. */
 export async function uploadFile(session: SshSession, localFile: string, remotePath: string, opts: Omit<UploadOptions, 'filter'> = {}): Promise<UploadResult> {
   const st = await lstat(localFile);
   const rel = posix.basename(remotePath);
   if (!rel || rel === '.' || rel === '..' || remotePath.endsWith('/')) throw new SealimgError('USAGE', `${remotePath}: the target must name a file`);
-  const e: Entry = { rel, src: localFile, mode: st.mode & 0o7777, mtime: st.mtime, size: 0, kind: 'file' };
+  const e: Entry = { rel, src: localFile, mode: st.mode & 0o7777, mtime: seconds(st.mtime), size: 0, kind: 'file' };
   if (st.isFile()) e.size = st.size;
   else if (st.isSymbolicLink()) Object.assign(e, { kind: 'symlink', target: await readlink(localFile) });
   else throw new SealimgError('UNSUPPORTED', `${localFile}: only a file or a symlink can be uploaded this way`);

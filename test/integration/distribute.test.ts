@@ -63,11 +63,11 @@ test('a first run is hashed while it uploads; a re-run sends only the changed, c
   process.env.SEALIMG_DISTRIBUTE_BATCH = String(1 << 20);
   try {
     const tree = await listTree(src);
-    assert.is(tree.get('bin/tool')!.hash, undefined, 'listing reads no file');
+    assert.is(tree.files.get('bin/tool')!.hash, undefined, 'listing reads no file');
     const first = await distributeTree(ctx.session, src, remote, state, { tree });
     assert.equal([first.sentFiles, first.unchanged, first.removed], [4, 0, 0]);
     // The hashes the upload took are the record, in the form a comparison needs.
-    assert.is(tree.get('bin/tool')!.hash, `${sha(big)}:644`);
+    assert.is(tree.files.get('bin/tool')!.hash, `${sha(big)}:644`);
     const record = JSON.parse(await readFile(state, 'utf8'))[remote];
     assert.is(record['etc/a.conf'], `${sha('a=1\n')}:644`);
     assert.is(Object.keys(record).length, 4);
