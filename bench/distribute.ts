@@ -5,7 +5,9 @@
  * Times `run` from start to its last "distributed" line (the image has no
  * hooks). Needs root. Run by hand:
  *   npm run build && node dist/bench/distribute.js [MB]      (default 700)
- * BENCH_RATE sets the link rate (default 1gbit), BENCH_HOSTS the counts
+ * BENCH_RATE sets the operator's link rate (default 1gbit), BENCH_HOST_RATE
+ * each host's (default unlimited: hosts pass the tree on over the bridge at
+ * memory speed), BENCH_HOSTS the counts
  * (default 1,3,5), SEALIMG_RELAY=0 measures direct uploads only (the master0
  * relay is on by default, as in sealimg run). The tree is half random bytes, half text-like files.
  * "mount+setup" is the part of sealimg's time before its first byte is sent:
@@ -18,6 +20,9 @@
  * saves does not show there; at 200mbit the operator's link is the limit, as
  * it is for an operator outside the cluster's network, and the ratios
  * measure what the relay is for: one copy over that link instead of one per host.
+ * BENCH_HOST_RATE=200mbit as well models a LAN where every machine has the
+ * same link: there a host that sent every other host its copy (a star from
+ * master0) would be the limit, which is why the relay is a chain.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -29,6 +34,8 @@ import { cleanupTmp, tmpDir } from '../test/helpers/tmp.js';
 
 const totalMb = Number(process.argv[2] ?? 700);
 const rate = process.env.BENCH_RATE ?? '1gbit';
+const hostRate = process.env.BENCH_HOST_RATE;
+const links = hostRate ? `${rate}, hosts ${hostRate}` : rate;
 const counts = (process.env.BENCH_HOSTS ?? '1,3,5').split(',').map(Number);
 
 async function makeTree(dir: string): Promise<void> {
@@ -58,6 +65,8 @@ const hosts = await createTestHosts({ count: Math.max(...counts), authorizedKeys
 const netns = ['nsenter', `--net=/run/netns/${hosts.operatorNetns}`, '--'];
 try {
   await ok('ip', ['netns', 'exec', hosts.operatorNetns, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '50ms']);
+  // Each host's own link too, when asked: what a host that passes the tree on can send.
+  if (hostRate) for (const h of hosts.hosts) await ok('ip', ['netns', 'exec', h.netns, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', hostRate, 'burst', '256kb', 'latency', '50ms']);
   const secs = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
   // Machine-wide busy CPU-seconds (user, nice, system, irq, softirq of /proc/stat, in USER_HZ = 100ths):
   // what both tools spend on the cores every host shares here.
@@ -88,7 +97,7 @@ try {
       c.on('close', (code) => resolve(code ?? 1));
     });
     if (code !== 0 || seen !== n) throw new Error(`sealimg run failed (${seen}/${n} distributed):\n${err}`);
-    const relayed = (err.match(/MB of it relayed from master0/g) ?? []).length;
+    const relayed = (err.match(/MB of it relayed from /g) ?? []).length;
     const reset = await hosts.operatorRun(process.execPath, [SEALIMG, '--root', root, 'reset'], { env: { SEALIMG_HOME: home, SEALIMG_SSH_PASSWORD: hosts.rootPassword }, timeoutMs: 600_000 });
     if (reset.code !== 0) throw new Error(reset.stderr);
     return { s: lastDistributed, text: `sealimg run ${lastDistributed.toFixed(1)} s (mount+setup ${(distributing - mounting).toFixed(1)} s, ${relayed} relayed, ${sealimgCpu.toFixed(0)} CPU-s)` };
@@ -114,14 +123,14 @@ try {
   if (process.env.BENCH_COLD !== '0') {
     const cold = await sealimgRun(1);
     const scp = await scpRun(1);
-    console.log(`1 host, first run (image not unpacked yet), ${totalMb} MB, link ${rate}: ${cold.text}, ${scp.text}, ratio ${(cold.s / scp.s).toFixed(2)}x`);
+    console.log(`1 host, first run (image not unpacked yet), ${totalMb} MB, link ${links}: ${cold.text}, ${scp.text}, ratio ${(cold.s / scp.s).toFixed(2)}x`);
   }
   const one: Record<string, number> = {};
   for (const n of counts) {
     const r = await sealimgRun(n);
     const scp = await scpRun(n);
     one[n] = r.s;
-    console.log(`${n} host(s), ${totalMb} MB, link ${rate}: ${r.text}, ${scp.text}, ratio ${(r.s / scp.s).toFixed(2)}x` + (n > 1 && one[1] ? `, ${n} hosts / 1 host ${(r.s / one[1]).toFixed(2)}x` : ''));
+    console.log(`${n} host(s), ${totalMb} MB, link ${links}: ${r.text}, ${scp.text}, ratio ${(r.s / scp.s).toFixed(2)}x` + (n > 1 && one[1] ? `, ${n} hosts / 1 host ${(r.s / one[1]).toFixed(2)}x` : ''));
   }
 } finally {
   await hosts.teardown();

@@ -263,7 +263,7 @@ export class Applier {
     const tree = await listTree(m.rootfs);
     let treeBytes = 0;
     for (const f of tree.files.values()) treeBytes += f.size;
-    say(`Distributing ${tree.files.size} files (${(treeBytes / 1e6).toFixed(1)} MB) to ${hosts.length} host${hosts.length === 1 ? '' : 's'}${relay ? `, relayed from master0 ${master0.name}` : ''}`);
+    say(`Distributing ${tree.files.size} files (${(treeBytes / 1e6).toFixed(1)} MB) to ${hosts.length} host${hosts.length === 1 ? '' : 's'}${relay ? `, relayed host to host from master0 ${master0.name}` : ''}`);
     const one = async (h: RunHost) => {
       const s = await this.session(h);
       const state = dir.sentState(h.name);
@@ -284,12 +284,12 @@ export class Applier {
           }
         } else if (relay && targets.includes(h)) {
           try {
-            const r = await relay.replay(s, rootfs, state, this.opts.signal);
-            if (r.files > 0) relayed = `, ${(r.bytes / 1e6).toFixed(1)} MB of it relayed from master0 ${master0.name}`;
+            const r = await relay.replay(s, h, rootfs, state, this.opts.signal);
+            if (r.files > 0) relayed = `, ${(r.bytes / 1e6).toFixed(1)} MB of it relayed from ${r.from.join(' and ')}`;
             files += r.files;
             bytes += r.bytes;
           } catch (e) {
-            say(`${h.name}: relay from master0 failed (${e instanceof Error ? e.message : String(e)}); sending the rest directly`);
+            say(`${h.name}: relay failed (${e instanceof Error ? e.message : String(e)}); sending the rest directly`);
           }
         }
         // The direct upload: everything on a host that was not relayed to, else only what the relay left out or missed.

@@ -1,18 +1,22 @@
 /**
- * Relay: the operator sends a tree to master0 once, and the other hosts fetch
- * the same tar streams from master0 over the hosts' own network, so the
- * operator's link carries one copy instead of one per host.
+ * Relay: the operator sends a tree to master0 once, and the other hosts pass
+ * the same tar streams along a chain over the hosts' own network
+ * (master0 -> node1 -> node2 ...), so the operator's link carries one copy
+ * instead of one per host, and no host's link carries more than two (one in,
+ * one out; fetching all from master0 would put every copy on its link).
  *
  * While master0 receives each upload batch it keeps the exact stream
  * (upload.ts `tee`) in a root-only dir, and the operator notes the sha256 of
- * the bytes it sent. For the run, master0 runs a small stream server (perl,
- * from perl-base, so on every Debian or Ubuntu host and most others) on its own
- * address, answering only the other hosts' addresses and a random token. Each
- * other host fetches batch N into a root-only file, checks it against the
- * sha256 the operator gave it over SSH, and only then unpacks it with the same
- * receive command as a direct upload (less its file-by-file check, which that
- * sha256 already covers): nothing that came over the plain connection is used
- * before it matches what the operator sent.
+ * the bytes it sent. For the run, master0 and every host in the chain but the
+ * last run a small stream server (perl, from perl-base, so on every Debian or
+ * Ubuntu host and most others) on their own address, answering only the next
+ * host's address and a random token. Each host fetches batch N from the host
+ * before it into a root-only file, checks it against the sha256 the operator
+ * gave it over SSH, and only then unpacks it with the same receive command as
+ * a direct upload (less its file-by-file check, which that sha256 already
+ * covers) and keeps it for the next host: nothing that came over a plain
+ * connection is used before it matches what the operator sent. A host whose
+ * predecessor failed fetches from master0, which has every batch.
  *
  * Why plain TCP and not ssh from master0 (the first version): on this
  * project's 2-core test machine an OpenSSH hop cost 1.4 CPU-seconds per 128
@@ -25,7 +29,7 @@
  *
  * Everything here is best effort: any failure leaves the host to the direct
  * upload (distribute.ts), which sends only what the host's record still lacks.
- * close() stops the server and removes the kept streams.
+ * close() stops the servers and removes the kept streams.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
@@ -41,10 +45,12 @@ const RETRY_PAUSE_MS = 1000;
 export interface RelayResult {
   files: number;
   bytes: number;
+  /** The hosts the batches came from. */
+  from: string[];
 }
 
 /**
- * master0's stream server: `perl -e SERVER DIR TOKEN ADDRESS ALLOWED...`. It listens on ADDRESS (any port),
+ * A host's stream server: `perl -e SERVER DIR TOKEN ADDRESS ALLOWED...`. It listens on ADDRESS (any port),
  * writes the port to DIR/port, and for a connection from an allowed address that sends "TOKEN N\n" sends
  * DIR/N.tar and closes. It stops when its stdin ends (the operator closed the channel, or died and sshd
  * closed it) and after 12 hours whatever happens.
@@ -92,106 +98,150 @@ sub serve {
 const CLIENT = String.raw`
 use strict; use warnings; use IO::Socket::IP;
 my ($addr, $port, $token, $n) = @ARGV;
-my $c = IO::Socket::IP->new(PeerHost => $addr, PeerPort => $port, Timeout => 15) or die "cannot reach master0's relay at $addr port $port: $@\n";
+my $c = IO::Socket::IP->new(PeerHost => $addr, PeerPort => $port, Timeout => 15) or die "cannot reach the relay at $addr port $port: $@\n";
 $c->autoflush(1);
 print $c "$token $n\n";
-$SIG{ALRM} = sub { die "master0's relay stopped sending\n" };
+$SIG{ALRM} = sub { die "the relay at $addr stopped sending\n" };
 binmode(STDOUT);
 my $buf;
 for (;;) {
   alarm 120;
   my $r = sysread($c, $buf, 1 << 20);
-  die "reading from master0's relay: $!\n" unless defined $r;
+  die "reading from the relay at $addr: $!\n" unless defined $r;
   last if $r == 0;
   for (my $o = 0; $o < $r;) { my $w = syswrite(STDOUT, $buf, $r - $o, $o); die "writing the relayed stream: $!\n" unless defined $w; $o += $w; }
 }
 `;
 
-/** The command master0 runs to serve the streams in `dir` on `address` to `from` (exported for its test). */
+/** The command a host runs to serve the streams in `dir` on `address` to `from` (exported for its test). */
 export function serverCommand(dir: string, token: string, address: string, from: string[]): string {
-  return `command -v perl >/dev/null || { echo 'no perl on master0' >&2; exit 1; }; exec perl -e ${shellQuote(SERVER)} ${[dir, token, address, ...from].map(shellQuote).join(' ')} >/dev/null`;
+  return `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }; exec perl -e ${shellQuote(SERVER)} ${[dir, token, address, ...from].map(shellQuote).join(' ')} >/dev/null`;
 }
 
+/** Where a host keeps the streams it serves (and, on master0, where the upload keeps them). */
+const streamDir = (id: string) => `${RELAY_ROOT}/${id}`;
+const streamPath = (id: string, index: number) => `${streamDir(id)}/${index}.tar`;
+
 /**
- * The command a host runs to take batch `b` from the server at address:port into `remoteDir`: fetched into
- * `spool` (root-only), checked against the operator's sha256 of the stream, then unpacked and checked file by
- * file as a direct upload is (exported for its test).
+ * The command a host runs to take batch `b` from the server at address:port: fetched into `dir` (root-only)
+ * and checked against the operator's sha256 of the stream; only a stream that matches becomes dir/N.tar
+ * (exported for its test).
  */
-export function fetchCommand(address: string, port: number, token: string, b: Pick<SentBatch, 'index' | 'tmp' | 'stream'>, remoteDir: string, spool: string): string {
-  const S = shellQuote(spool);
-  const f = shellQuote(`${spool}/${b.index}.tar`);
+export function fetchCommand(address: string, port: number, token: string, b: Pick<SentBatch, 'index' | 'stream'>, dir: string): string {
+  const part = shellQuote(`${dir}/${b.index}.tar.part`);
   const args = [address, String(port), token, String(b.index)].map(shellQuote).join(' ');
   return [
     `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
-    `umask 077 && mkdir -p -- ${S} || exit 1`,
-    `if ! perl -e ${shellQuote(CLIENT)} ${args} > ${f}; then rm -f -- ${f}; exit 1; fi`,
+    `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit 1`,
+    `if ! perl -e ${shellQuote(CLIENT)} ${args} > ${part}; then rm -f -- ${part}; exit 1; fi`,
     // openssl where it is (4x sha256sum's speed here, see upload.ts), else coreutils.
-    `sum=$( { openssl dgst -sha256 -r ${f} 2>/dev/null || sha256sum ${f}; } | cut -c1-64)`,
-    `if [ "$sum" != ${b.stream.sha256} ]; then echo "batch ${b.index} from master0 is not the stream the operator sent ($(wc -c < ${f}) of ${b.stream.bytes} bytes, sha256 $sum)" >&2; rm -f -- ${f}; exit 1; fi`,
-    // The file-by-file check is skipped (STREAM_CHECKED): the sha256 above covered every byte of the stream.
-    `( export ${STREAM_CHECKED}=1; ${receiveCommand(remoteDir, b.tmp)}\n) < ${f}; rc=$?; rm -f -- ${f}; exit $rc`,
+    `sum=$( { openssl dgst -sha256 -r ${part} 2>/dev/null || sha256sum ${part}; } | cut -c1-64)`,
+    `if [ "$sum" != ${b.stream.sha256} ]; then echo "batch ${b.index} from ${address} is not the stream the operator sent ($(wc -c < ${part}) of ${b.stream.bytes} bytes, sha256 $sum)" >&2; rm -f -- ${part}; exit 1; fi`,
+    `mv -f -- ${part} ${shellQuote(`${dir}/${b.index}.tar`)}`,
   ].join('\n');
+}
+
+/**
+ * The command that unpacks a fetched batch (dir/N.tar) into `remoteDir` as a direct upload is, less the
+ * file-by-file check (STREAM_CHECKED) that the stream's sha256 already covered; the stream stays for the next
+ * host when `keep`, else it goes (exported for its test).
+ */
+export function unpackCommand(b: Pick<SentBatch, 'index' | 'tmp'>, remoteDir: string, dir: string, keep: boolean): string {
+  const f = shellQuote(`${dir}/${b.index}.tar`);
+  return `( export ${STREAM_CHECKED}=1; ${receiveCommand(remoteDir, b.tmp)}\n) < ${f}; rc=$?; ${keep ? '' : `rm -f -- ${f}; `}exit $rc`;
+}
+
+/** A host of the chain: it serves the batches it has to the next one. */
+interface Source {
+  host: RunHost;
+  session?: SshSession;
+  /** Until its replay has started (or not) its server, the next host waits (at most START_WAIT_MS). */
+  starting: boolean;
+  /** Set once its server listens. */
+  port?: number;
+  stopServer?: () => Promise<void>;
+  /** Batches it holds, checked and kept. */
+  has: Set<number>;
+  /** It gets no more: failed, or finished. */
+  done: boolean;
+}
+
+/** How long a host waits for the one before it to start serving before it fetches from master0 instead. */
+const START_WAIT_MS = 30_000;
+
+/** Starts a stream server for `dir` on `host`, allowing `next`; its port, and how to stop it. */
+async function startServer(session: SshSession, host: RunHost, dir: string, token: string, next: string[], signal?: AbortSignal): Promise<{ port: number; stop: () => Promise<void> }> {
+  const stdin = new PassThrough();
+  const server = session.exec(serverCommand(dir, token, host.ip, next), { stdin, step: 'distribute', label: `serve the relay on ${host.name}`, signal, allowFailure: true });
+  let stopped: string | undefined;
+  void server.then((r) => (stopped = r.stderr.trim() || `exit code ${r.code}`), (e: unknown) => (stopped = e instanceof Error ? e.message : String(e)));
+  const stop = async () => {
+    stdin.end();
+    // It stops at once when its stdin ends; nothing waits longer than 10 s for it.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([server.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+    clearTimeout(timer);
+  };
+  // The server writes its port once it listens: a few hundred ms; bounded, and cut short if it failed.
+  for (let i = 0; i < 100 && stopped === undefined; i++) {
+    const r = await session.exec(`cat ${shellQuote(`${dir}/port`)} 2>/dev/null`, { step: 'distribute', label: `wait for the relay on ${host.name}`, signal, allowFailure: true });
+    const port = Number(r.stdout.trim());
+    if (r.code === 0 && Number.isInteger(port) && port > 0 && port < 65536) return { port, stop };
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  await stop();
+  throw new SealimgError('HOST_STEP_FAILED', `${host.name}: the relay did not start: ${stopped ?? 'no port after 10 s'}`);
 }
 
 export class Relay {
   private readonly batches: SentBatch[] = [];
-  private ended = false;
   private failure?: unknown;
   private waiters: Array<() => void> = [];
+  private readonly token = randomBytes(16).toString('hex');
+  /** master0 first, then the targets in chain order. */
+  private readonly chain: Source[];
 
   private constructor(
-    private readonly master0: SshSession,
-    private readonly from: RunHost,
     private readonly id: string,
-    private readonly token: string,
-    private readonly port: number,
-    /** Ending it ends the server's stdin, which stops it. */
-    private readonly serverStdin: PassThrough,
-    private readonly server: Promise<unknown>,
-  ) {}
+    master0: Source,
+    private readonly targets: RunHost[],
+  ) {
+    this.chain = [master0, ...targets.map((host) => ({ host, starting: true, has: new Set<number>(), done: false }))];
+  }
 
   /**
-   * Starts master0's stream server for `targets`; undefined (direct upload for everyone) when master0 is not
-   * reached as root.
+   * Starts master0's server for `targets` (chained in this order; every one of them may fall back to
+   * master0); undefined (direct upload for everyone) when master0 is not reached as root.
    */
   static async open(master0: SshSession, from: RunHost, targets: RunHost[], signal?: AbortSignal): Promise<Relay | undefined> {
     if (master0.user !== 'root' || targets.length === 0) return undefined;
     const id = randomId();
-    const dir = `${RELAY_ROOT}/${id}`;
     // Two runs at once on one cluster are not supported, so whatever an earlier relay left is stale.
-    await master0.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)}`, { step: 'distribute', label: 'make the relay dir on master0', signal });
-    const token = randomBytes(16).toString('hex');
-    const stdin = new PassThrough();
-    const server = master0.exec(serverCommand(dir, token, from.ip, targets.map((t) => t.ip)), { stdin, step: 'distribute', label: 'serve the relay on master0', signal, allowFailure: true });
-    let stopped: string | undefined;
-    void server.then((r) => (stopped = r.stderr.trim() || `exit code ${r.code}`), (e: unknown) => (stopped = e instanceof Error ? e.message : String(e)));
-    // The server writes its port once it listens: a few hundred ms; bounded, and cut short if it failed.
-    for (let i = 0; i < 100 && stopped === undefined; i++) {
-      const r = await master0.exec(`cat ${shellQuote(`${dir}/port`)} 2>/dev/null`, { step: 'distribute', label: 'wait for the relay on master0', signal, allowFailure: true });
-      const port = Number(r.stdout.trim());
-      if (r.code === 0 && Number.isInteger(port) && port > 0 && port < 65536) return new Relay(master0, from, id, token, port, stdin, server);
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    stdin.end();
-    await server.catch(() => undefined);
-    throw new SealimgError('HOST_STEP_FAILED', `master0 ${from.name}: the relay did not start: ${stopped ?? 'no port after 10 s'}`);
+    await master0.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(streamDir(id))}`, { step: 'distribute', label: 'make the relay dir on master0', signal });
+    const relay = new Relay(id, { host: from, session: master0, starting: false, has: new Set(), done: false }, targets);
+    const server = await startServer(master0, from, streamDir(id), relay.token, targets.map((t) => t.ip), signal);
+    relay.chain[0]!.port = server.port;
+    relay.chain[0]!.stopServer = server.stop;
+    return relay;
   }
 
   /** Where master0 keeps batch n's stream. */
   teePath(index: number): string {
-    return `${RELAY_ROOT}/${this.id}/${index}.tar`;
+    return streamPath(this.id, index);
   }
 
   /** master0 has batch `b` (its stream kept). */
   add(b: SentBatch): void {
     this.batches[b.index] = b;
+    this.chain[0]!.has.add(b.index);
     this.wake();
   }
 
   /** master0 has everything (or failed: the hosts stop replaying and go direct). */
   end(failure?: unknown): void {
-    if (this.ended) return;
-    this.ended = true;
+    const m0 = this.chain[0]!;
+    if (m0.done) return;
+    m0.done = true;
     this.failure = failure;
     this.wake();
   }
@@ -200,54 +250,117 @@ export class Relay {
     for (const w of this.waiters.splice(0)) w();
   }
 
+  private changed(): Promise<void> {
+    return new Promise<void>((r) => this.waiters.push(r));
+  }
+
   /** Batch n once master0 has it; null when there is none. */
   private async next(n: number): Promise<SentBatch | null> {
     for (;;) {
       if (this.batches[n]) return this.batches[n]!;
-      if (this.ended) {
-        if (this.failure !== undefined) throw new SealimgError('HOST_STEP_FAILED', `master0 ${this.from.name} did not receive the tree`);
+      if (this.chain[0]!.done) {
+        if (this.failure !== undefined) throw new SealimgError('HOST_STEP_FAILED', `master0 ${this.chain[0]!.host.name} did not receive the tree`);
         return null;
       }
-      await new Promise<void>((r) => this.waiters.push(r));
+      await this.changed();
     }
   }
 
-  /** Replays every batch master0 gets onto `session`'s host and records them in its state; throws on any failure. */
-  async replay(session: SshSession, remoteDir: string, statePath: string, signal?: AbortSignal): Promise<RelayResult> {
-    const out: RelayResult = { files: 0, bytes: 0 };
-    const spool = `${RELAY_ROOT}/${this.id}.in`;
+  /**
+   * Where target i gets batch n: the host before it once that has it, else master0 (it failed, is not
+   * serving, or has not started within START_WAIT_MS).
+   */
+  private async sourceFor(i: number, n: number): Promise<Source> {
+    const before = this.chain[i]!;
+    const deadline = Date.now() + START_WAIT_MS;
+    for (;;) {
+      if (before.has.has(n)) return before;
+      if (before.done || (!before.starting && before.port === undefined) || (before.starting && Date.now() >= deadline)) return this.chain[0]!;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.changed(), new Promise((r) => (timer = setTimeout(r, before.starting ? Math.max(0, deadline - Date.now()) : 2 ** 31 - 1)))]);
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Replays every batch master0 gets onto `host` (a target) from the host before it in the chain, keeping each
+   * for the host after it, and records them in its state; throws on any failure.
+   */
+  async replay(session: SshSession, host: RunHost, remoteDir: string, statePath: string, signal?: AbortSignal): Promise<RelayResult> {
+    const i = this.targets.indexOf(host);
+    if (i < 0) throw new SealimgError('USAGE', `${host.name} is not a relay target`);
+    const self = this.chain[i + 1]!;
+    self.session = session;
+    const out: RelayResult = { files: 0, bytes: 0, from: [] };
+    const dir = streamDir(this.id);
+    const after = this.targets[i + 1];
     try {
+      await session.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)}`, { step: 'distribute', label: 'make the relay dir', signal });
+      if (after) {
+        // Without a server here (no perl, say), the next host fetches from master0.
+        const server = await startServer(session, host, dir, this.token, [after.ip], signal).catch(() => undefined);
+        self.port = server?.port;
+        self.stopServer = server?.stop;
+      }
+      self.starting = false;
+      this.wake();
+      // Batch n+1 is fetched while batch n unpacks; a fetched batch is the next host's to take at once.
+      let unpacking: Promise<void> = Promise.resolve();
+      let unpackFailed = false;
       for (let n = 0; ; n++) {
         const b = await this.next(n);
         if (!b) break;
-        const cmd = fetchCommand(this.from.ip, this.port, this.token, b, remoteDir, spool);
-        const label = `relay batch ${n} from master0 ${this.from.name} into ${remoteDir}`;
-        // One more try after a pause: a failed fetch leaves nothing behind (fetchCommand, receiveCommand).
-        await session.exec(cmd, { step: 'distribute', label, signal }).catch(async () => {
-          await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
-          return session.exec(cmd, { step: 'distribute', label, signal });
+        const fetch = (src: Source) => session.exec(fetchCommand(src.host.ip, src.port!, this.token, b, dir), { step: 'distribute', label: `relay batch ${n} from ${src.host.name}`, signal });
+        // One more try, from master0 after a pause: a failed fetch leaves nothing behind.
+        const src = await this.sourceFor(i, n);
+        const used = await fetch(src).then(
+          () => src,
+          async () => {
+            await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
+            await fetch(this.chain[0]!);
+            return this.chain[0]!;
+          },
+        );
+        if (self.port !== undefined) {
+          self.has.add(n);
+          this.wake();
+        }
+        // The host before (not master0: every host's fallback) needs its copy no longer.
+        if (used !== this.chain[0]) void used.session!.exec(`rm -f -- ${shellQuote(streamPath(this.id, n))}`, { step: 'distribute', label: `drop relayed batch ${n}`, allowFailure: true, timeoutMs: 20_000 }).catch(() => undefined);
+        if (!out.from.includes(used.host.name)) out.from.push(used.host.name);
+        unpacking = unpacking.then(async () => {
+          await session.exec(unpackCommand(b, remoteDir, dir, self.port !== undefined), { step: 'distribute', label: `unpack relayed batch ${n} into ${remoteDir}`, signal });
+          await recordSent(statePath, remoteDir, b.files);
+          out.files += b.files.length;
+          out.bytes += b.bytes;
         });
-        await recordSent(statePath, remoteDir, b.files);
-        out.files += b.files.length;
-        out.bytes += b.bytes;
+        // A failed unpack stops the fetching too (and fails the replay below).
+        unpacking.catch(() => (unpackFailed = true));
+        if (unpackFailed) break;
       }
+      await unpacking;
     } finally {
-      await session.exec(`rm -rf -- ${shellQuote(spool)}; rmdir ${RELAY_ROOT} 2>/dev/null; true`, { step: 'distribute', label: 'remove the relay spool', allowFailure: true, timeoutMs: 20_000 }).catch(() => undefined);
+      self.starting = false;
+      self.done = true;
+      this.wake();
     }
     return out;
   }
 
-  /** Stops the server and removes the kept streams from master0. */
+  /** Stops the servers and removes the kept streams from every host of the chain. */
   async close(): Promise<void> {
-    this.serverStdin.end();
-    // It stops at once when its stdin ends; the streams go even if it did not.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.server.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
-    clearTimeout(timer);
-    await this.master0.exec(`rm -rf -- ${shellQuote(`${RELAY_ROOT}/${this.id}`)}; rmdir ${RELAY_ROOT} 2>/dev/null; true`, {
-      step: 'distribute',
-      label: 'remove the relay streams from master0',
-      timeoutMs: 30_000,
-    });
+    await Promise.all(
+      this.chain.map(async (s) => {
+        await s.stopServer?.();
+        if (!s.session) return;
+        const dir = s === this.chain[0] ? streamDir(this.id) : RELAY_ROOT;
+        await s.session.exec(`rm -rf -- ${shellQuote(dir)}; rmdir ${RELAY_ROOT} 2>/dev/null; true`, {
+          step: 'distribute',
+          label: 'remove the relay streams',
+          timeoutMs: 30_000,
+          allowFailure: true,
+        });
+      }),
+    );
   }
 }

@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, shellQuote, type TestHost, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
-import { fetchCommand, serverCommand } from '../../src/runner/relay.js';
+import { fetchCommand, serverCommand, unpackCommand } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -76,9 +76,10 @@ test('the nodes get the tree from master0: the operator sends it once, every fil
   assert.is(r.code, 0, r.stderr);
   const m0line = new RegExp(`${esc(ips()[0]!)}: distributed \\d+ files \\(([\\d.]+) MB\\)`).exec(r.stderr);
   assert.ok(m0line, r.stderr);
-  for (const ip of ips().slice(1)) {
-    const n = new RegExp(`${esc(ip)}: distributed \\d+ files \\(([\\d.]+) MB, ([\\d.]+) MB of it relayed from master0`).exec(r.stderr);
-    assert.ok(n, `${ip} relayed: ${r.stderr}`);
+  // A chain: master0 -> node 1 -> node 2.
+  for (const [ip, from] of [[ips()[1]!, ips()[0]!], [ips()[2]!, ips()[1]!]]) {
+    const n = new RegExp(`${esc(ip!)}: distributed \\d+ files \\(([\\d.]+) MB, ([\\d.]+) MB of it relayed from ${esc(from!)}\\)`).exec(r.stderr);
+    assert.ok(n, `${ip} relayed from ${from}: ${r.stderr}`);
     // Everything a node got came from master0: the operator sent nothing to it.
     assert.is(n![2], n![1]);
     assert.ok(Number(n![1]) >= 7, `${ip} got the bulk data (${n![1]} MB)`);
@@ -93,18 +94,18 @@ test('the nodes get the tree from master0: the operator sends it once, every fil
   assert.is((await runSealimg(['reset'])).code, 0);
 });
 
-test('a node whose relay fails gets the tree directly, and says why', async () => {
-  const n2 = ctx.hosts.hosts[2]!;
-  await n2.sh('mv /usr/bin/perl /usr/bin/perl.off');
+test('a node whose relay fails gets the tree directly and says why; the node after it fetches from master0', async () => {
+  const n1 = ctx.hosts.hosts[1]!;
+  await n1.sh('mv /usr/bin/perl /usr/bin/perl.off');
   try {
     const r = await runSealimg(runArgs());
     assert.is(r.code, 0, r.stderr);
-    assert.match(r.stderr, new RegExp(`${esc(n2.ip)}: relay from master0 failed \\([\\s\\S]*no perl`), r.stderr);
-    assert.match(r.stderr, new RegExp(`${esc(n2.ip)}: distributed \\d+ files \\([\\d.]+ MB\\)`));
-    assert.match(r.stderr, new RegExp(`${esc(ips()[1]!)}: distributed \\d+ files \\([\\d.]+ MB, [\\d.]+ MB of it relayed`));
+    assert.match(r.stderr, new RegExp(`${esc(n1.ip)}: relay failed \\([\\s\\S]*no perl`), r.stderr);
+    assert.match(r.stderr, new RegExp(`${esc(n1.ip)}: distributed \\d+ files \\([\\d.]+ MB\\)`));
+    assert.match(r.stderr, new RegExp(`${esc(ips()[2]!)}: distributed \\d+ files \\([\\d.]+ MB, [\\d.]+ MB of it relayed from ${esc(ips()[0]!)}\\)`));
     await assertCleanAndComplete();
   } finally {
-    await n2.sh('mv /usr/bin/perl.off /usr/bin/perl');
+    await n1.sh('mv /usr/bin/perl.off /usr/bin/perl');
   }
   assert.is((await runSealimg(['reset'])).code, 0);
 });
@@ -122,8 +123,8 @@ test('the stream server answers only its hosts with the token, a stream that is 
   const port = Number(started.stdout.trim());
   assert.ok(port > 0, `the server wrote its port: ${started.stdout}${started.stderr}`);
   const batch = { index: 0, tmp: '.sealimg-t', stream: { sha256, bytes: Number(bytes) } };
-  const fetch = (h: TestHost, opts: { token?: string; sha256?: string } = {}) =>
-    h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, { ...batch, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } }, '/opt/relayed', '/var/lib/sealimg/relay/spool')}`);
+  const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean } = {}) =>
+    h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, { ...batch, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } }, '/var/lib/sealimg/relay/spool')} && ${unpackCommand(batch, '/opt/relayed', '/var/lib/sealimg/relay/spool', opts.keep ?? false)}`);
   const state = async (h: TestHost) => (await h.sh('cat /opt/relayed/greeting 2>/dev/null; find /opt/relayed /var/lib/sealimg/relay/spool -mindepth 1 ! -name greeting 2>/dev/null | wc -l')).stdout;
 
   const wrongToken = await fetch(n1, { token: 'not-the-token' });
@@ -139,6 +140,10 @@ test('the stream server answers only its hosts with the token, a stream that is 
   const good = await fetch(n1);
   assert.is(good.code, 0, good.stderr);
   assert.is(await state(n1), 'hello\n0\n', 'the right stream lands, and its spool file and staging dir are gone');
+  // A host in the middle of a chain keeps the checked stream for the next one.
+  const kept = await fetch(n1, { keep: true });
+  assert.is(kept.code, 0, kept.stderr);
+  assert.is((await n1.sh('sha256sum < /var/lib/sealimg/relay/spool/0.tar | cut -c1-64')).stdout.trim(), sha256);
 
   await m0.sh(`pkill -f 'sleep 120'`);
   const gone = await m0.sh(`for i in $(seq 50); do pgrep -x perl >/dev/null || { echo stopped; break; }; sleep 0.1; done`);
