@@ -274,7 +274,7 @@ export class Applier {
         if (relay && h === master0) {
           // master0 first gets what every host gets (no registry/), keeping each batch's stream for the others.
           try {
-            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatch: (b) => relay!.add(b), tree });
+            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatchStart: (n) => relay!.start(n), onBatch: (b) => relay!.add(b), tree });
             files += r.sentFiles;
             bytes += r.sentBytes;
             relay.end();

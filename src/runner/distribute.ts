@@ -172,6 +172,8 @@ export async function distributeTree(
     tee?: (index: number) => string;
     /** Told after each batch landed and was recorded. */
     onBatch?: (b: SentBatch) => void;
+    /** Told as batch n starts out (its kept stream, `tee`, grows from then on). */
+    onBatchStart?: (index: number) => void;
     /**
      * listTree(localDir), when the caller already has it: one tree sent to many hosts is listed once, and
      * hashed at most once (hashes learnt by one host's upload are kept in it).
@@ -232,6 +234,7 @@ export async function distributeTree(
       ...batch.map(([rel, f]) => ({ rel, src: join(localDir, rel), kind: f.target !== undefined ? ('symlink' as const) : ('file' as const), mode: f.mode, mtime: f.mtime, size: f.size, target: f.target })),
     ];
     const label = `upload ${localDir} -> ${remoteDir}`;
+    opts.onBatchStart?.(index);
     const up = await uploadEntries(session, entries, remoteDir, label, { step: opts.step, signal: opts.signal, tee: opts.tee?.(index), knownHashes });
     let bytes = 0;
     for (const [rel, f] of batch) {

@@ -52,7 +52,8 @@ export interface RelayResult {
 /**
  * A host's stream server: `perl -e SERVER DIR TOKEN ADDRESS ALLOWED...`. It listens on ADDRESS (any port),
  * writes the port to DIR/port, and for a connection from an allowed address that sends "TOKEN N\n" sends
- * DIR/N.tar and closes. It stops when its stdin ends (the operator closed the channel, or died and sshd
+ * DIR/N.tar and closes; while only DIR/N.tar.part exists (the stream is still coming in) it sends that as
+ * it grows, until it is renamed (whole) or removed (failed: the reader gets a short stream). It stops when its stdin ends (the operator closed the channel, or died and sshd
  * closed it) and after 12 hours whatever happens.
  */
 const SERVER = String.raw`
@@ -83,12 +84,22 @@ sub serve {
   alarm 30;
   my $req = <$c>;
   return unless defined $req && $req =~ /^(\S+) ([0-9]{1,4})\n\z/ && $1 eq $token;
-  open(my $f, '<', "$dir/$2.tar") or return;
-  my $buf;
+  my ($whole, $part) = ("$dir/$2.tar", "$dir/$2.tar.part");
+  # A stream still coming in (.part) is sent as it grows: the next host checks it whole anyway.
+  my $f;
+  for (my $i = 0; !(open($f, '<', $whole) || open($f, '<', $part)); $i++) { return if $i >= 300; select(undef, undef, undef, 0.1); }
+  my ($buf, $moved) = ('', time);
   for (;;) {
     alarm 600;
     my $n = sysread($f, $buf, 1 << 20);
-    last unless $n;
+    return unless defined $n;
+    if ($n == 0) {
+      # At the end of what is written so far: the stream is whole once renamed, and failed once gone.
+      if (-e $whole) { $n = sysread($f, $buf, 1 << 20); return unless defined $n; last if $n == 0; }
+      elsif (-e $part && time - $moved < 600) { select(undef, undef, undef, 0.02); next; }
+      else { return; }
+    }
+    $moved = time;
     for (my $o = 0; $o < $n;) { my $w = syswrite($c, $buf, $n - $o, $o); return unless defined $w; $o += $w; }
   }
 }
@@ -123,20 +134,29 @@ const streamDir = (id: string) => `${RELAY_ROOT}/${id}`;
 const streamPath = (id: string, index: number) => `${streamDir(id)}/${index}.tar`;
 
 /**
- * The command a host runs to take batch `b` from the server at address:port: fetched into `dir` (root-only)
- * and checked against the operator's sha256 of the stream; only a stream that matches becomes dir/N.tar
- * (exported for its test).
+ * The command a host runs to take batch n from the server at address:port into dir/N.tar.part (root-only),
+ * as it comes (exported for its test).
  */
-export function fetchCommand(address: string, port: number, token: string, b: Pick<SentBatch, 'index' | 'stream'>, dir: string): string {
-  const part = shellQuote(`${dir}/${b.index}.tar.part`);
-  const args = [address, String(port), token, String(b.index)].map(shellQuote).join(' ');
+export function fetchCommand(address: string, port: number, token: string, index: number, dir: string): string {
+  const part = shellQuote(`${dir}/${index}.tar.part`);
+  const args = [address, String(port), token, String(index)].map(shellQuote).join(' ');
   return [
     `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
     `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit 1`,
     `if ! perl -e ${shellQuote(CLIENT)} ${args} > ${part}; then rm -f -- ${part}; exit 1; fi`,
+  ].join('\n');
+}
+
+/**
+ * The command that checks a fetched batch against the operator's sha256 of the stream: only a stream that
+ * matches becomes dir/N.tar (exported for its test).
+ */
+export function checkCommand(b: Pick<SentBatch, 'index' | 'stream'>, from: string, dir: string): string {
+  const part = shellQuote(`${dir}/${b.index}.tar.part`);
+  return [
     // openssl where it is (4x sha256sum's speed here, see upload.ts), else coreutils.
     `sum=$( { openssl dgst -sha256 -r ${part} 2>/dev/null || sha256sum ${part}; } | cut -c1-64)`,
-    `if [ "$sum" != ${b.stream.sha256} ]; then echo "batch ${b.index} from ${address} is not the stream the operator sent ($(wc -c < ${part}) of ${b.stream.bytes} bytes, sha256 $sum)" >&2; rm -f -- ${part}; exit 1; fi`,
+    `if [ "$sum" != ${b.stream.sha256} ]; then echo "batch ${b.index} from ${from} is not the stream the operator sent ($(wc -c < ${part} 2>/dev/null || echo 0) of ${b.stream.bytes} bytes, sha256 $sum)" >&2; rm -f -- ${part}; exit 1; fi`,
     `mv -f -- ${part} ${shellQuote(`${dir}/${b.index}.tar`)}`,
   ].join('\n');
 }
@@ -151,7 +171,7 @@ export function unpackCommand(b: Pick<SentBatch, 'index' | 'tmp'>, remoteDir: st
   return `( export ${STREAM_CHECKED}=1; ${receiveCommand(remoteDir, b.tmp)}\n) < ${f}; rc=$?; ${keep ? '' : `rm -f -- ${f}; `}exit $rc`;
 }
 
-/** A host of the chain: it serves the batches it has to the next one. */
+/** A host of the chain: it serves the batches it gets to the next one, as they come in. */
 interface Source {
   host: RunHost;
   session?: SshSession;
@@ -160,8 +180,8 @@ interface Source {
   /** Set once its server listens. */
   port?: number;
   stopServer?: () => Promise<void>;
-  /** Batches it holds, checked and kept. */
-  has: Set<number>;
+  /** Batches it is receiving or holds (its server sends a batch as it grows). */
+  started: Set<number>;
   /** It gets no more: failed, or finished. */
   done: boolean;
 }
@@ -206,7 +226,7 @@ export class Relay {
     master0: Source,
     private readonly targets: RunHost[],
   ) {
-    this.chain = [master0, ...targets.map((host) => ({ host, starting: true, has: new Set<number>(), done: false }))];
+    this.chain = [master0, ...targets.map((host) => ({ host, starting: true, started: new Set<number>(), done: false }))];
   }
 
   /**
@@ -218,7 +238,7 @@ export class Relay {
     const id = randomId();
     // Two runs at once on one cluster are not supported, so whatever an earlier relay left is stale.
     await master0.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(streamDir(id))}`, { step: 'distribute', label: 'make the relay dir on master0', signal });
-    const relay = new Relay(id, { host: from, session: master0, starting: false, has: new Set(), done: false }, targets);
+    const relay = new Relay(id, { host: from, session: master0, starting: false, started: new Set(), done: false }, targets);
     const server = await startServer(master0, from, streamDir(id), relay.token, targets.map((t) => t.ip), signal);
     relay.chain[0]!.port = server.port;
     relay.chain[0]!.stopServer = server.stop;
@@ -230,10 +250,15 @@ export class Relay {
     return streamPath(this.id, index);
   }
 
-  /** master0 has batch `b` (its stream kept). */
+  /** master0 starts receiving batch n (its kept stream grows from now). */
+  start(index: number): void {
+    this.chain[0]!.started.add(index);
+    this.wake();
+  }
+
+  /** master0 has batch `b` (its stream kept whole). */
   add(b: SentBatch): void {
     this.batches[b.index] = b;
-    this.chain[0]!.has.add(b.index);
     this.wake();
   }
 
@@ -250,41 +275,54 @@ export class Relay {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  private changed(): Promise<void> {
-    return new Promise<void>((r) => this.waiters.push(r));
+  /** Resolves at the next change of any host's state, or after `ms`. */
+  private async changed(ms = 2 ** 31 - 1): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((r) => this.waiters.push(r)), new Promise((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
   }
 
-  /** Batch n once master0 has it; null when there is none. */
-  private async next(n: number): Promise<SentBatch | null> {
+  private masterFailed(): SealimgError {
+    return new SealimgError('HOST_STEP_FAILED', `master0 ${this.chain[0]!.host.name} did not receive the tree`);
+  }
+
+  /** Whether there is a batch n: master0 started it (true), or finished without it (false). */
+  private async exists(n: number): Promise<boolean> {
+    for (;;) {
+      const m0 = this.chain[0]!;
+      if (this.failure !== undefined) throw this.masterFailed();
+      if (m0.started.has(n)) return true;
+      if (m0.done) return false;
+      await this.changed();
+    }
+  }
+
+  /** Batch n as master0 got it whole (its sha256 and staging name). */
+  private async whole(n: number): Promise<SentBatch> {
     for (;;) {
       if (this.batches[n]) return this.batches[n]!;
-      if (this.chain[0]!.done) {
-        if (this.failure !== undefined) throw new SealimgError('HOST_STEP_FAILED', `master0 ${this.chain[0]!.host.name} did not receive the tree`);
-        return null;
-      }
+      if (this.chain[0]!.done) throw this.masterFailed();
       await this.changed();
     }
   }
 
   /**
-   * Where target i gets batch n: the host before it once that has it, else master0 (it failed, is not
-   * serving, or has not started within START_WAIT_MS).
+   * Where target i gets batch n: the host before it once that is receiving it, else master0 (it failed, is
+   * not serving, or has not started within START_WAIT_MS).
    */
   private async sourceFor(i: number, n: number): Promise<Source> {
     const before = this.chain[i]!;
     const deadline = Date.now() + START_WAIT_MS;
     for (;;) {
-      if (before.has.has(n)) return before;
+      if (before.started.has(n)) return before;
       if (before.done || (!before.starting && before.port === undefined) || (before.starting && Date.now() >= deadline)) return this.chain[0]!;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.changed(), new Promise((r) => (timer = setTimeout(r, before.starting ? Math.max(0, deadline - Date.now()) : 2 ** 31 - 1)))]);
-      clearTimeout(timer);
+      await this.changed(before.starting ? Math.max(0, deadline - Date.now()) : undefined);
     }
   }
 
   /**
-   * Replays every batch master0 gets onto `host` (a target) from the host before it in the chain, keeping each
-   * for the host after it, and records them in its state; throws on any failure.
+   * Replays every batch master0 gets onto `host` (a target) from the host before it in the chain, passing each
+   * on to the host after it as it comes in, and records them in its state; throws on any failure.
    */
   async replay(session: SshSession, host: RunHost, remoteDir: string, statePath: string, signal?: AbortSignal): Promise<RelayResult> {
     const i = this.targets.indexOf(host);
@@ -294,8 +332,9 @@ export class Relay {
     const out: RelayResult = { files: 0, bytes: 0, from: [] };
     const dir = streamDir(this.id);
     const after = this.targets[i + 1];
+    const run = (command: string, label: string) => session.exec(command, { step: 'distribute', label, signal });
     try {
-      await session.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)}`, { step: 'distribute', label: 'make the relay dir', signal });
+      await run(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)}`, 'make the relay dir');
       if (after) {
         // Without a server here (no perl, say), the next host fetches from master0.
         const server = await startServer(session, host, dir, this.token, [after.ip], signal).catch(() => undefined);
@@ -304,39 +343,41 @@ export class Relay {
       }
       self.starting = false;
       this.wake();
-      // Batch n+1 is fetched while batch n unpacks; a fetched batch is the next host's to take at once.
+      // Batch n+1 is fetched while batch n unpacks.
       let unpacking: Promise<void> = Promise.resolve();
       let unpackFailed = false;
-      for (let n = 0; ; n++) {
-        const b = await this.next(n);
-        if (!b) break;
-        const fetch = (src: Source) => session.exec(fetchCommand(src.host.ip, src.port!, this.token, b, dir), { step: 'distribute', label: `relay batch ${n} from ${src.host.name}`, signal });
-        // One more try, from master0 after a pause: a failed fetch leaves nothing behind.
+      for (let n = 0; !unpackFailed && (await this.exists(n)); n++) {
+        // Fetch (as it comes in upstream), then check against master0's sha256 once that is known.
+        const take = async (src: Source) => {
+          if (self.port !== undefined) {
+            self.started.add(n);
+            this.wake();
+          }
+          await run(fetchCommand(src.host.ip, src.port!, this.token, n, dir), `relay batch ${n} from ${src.host.name}`);
+          const b = await this.whole(n);
+          await run(checkCommand(b, src.host.name, dir), `check relayed batch ${n}`);
+          return b;
+        };
         const src = await this.sourceFor(i, n);
-        const used = await fetch(src).then(
-          () => src,
+        // One more try, from master0 after a pause: a failed fetch or check leaves nothing behind.
+        const [b, used] = await take(src).then(
+          (b) => [b, src] as const,
           async () => {
             await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
-            await fetch(this.chain[0]!);
-            return this.chain[0]!;
+            return [await take(this.chain[0]!), this.chain[0]!] as const;
           },
         );
-        if (self.port !== undefined) {
-          self.has.add(n);
-          this.wake();
-        }
         // The host before (not master0: every host's fallback) needs its copy no longer.
         if (used !== this.chain[0]) void used.session!.exec(`rm -f -- ${shellQuote(streamPath(this.id, n))}`, { step: 'distribute', label: `drop relayed batch ${n}`, allowFailure: true, timeoutMs: 20_000 }).catch(() => undefined);
         if (!out.from.includes(used.host.name)) out.from.push(used.host.name);
         unpacking = unpacking.then(async () => {
-          await session.exec(unpackCommand(b, remoteDir, dir, self.port !== undefined), { step: 'distribute', label: `unpack relayed batch ${n} into ${remoteDir}`, signal });
+          await run(unpackCommand(b, remoteDir, dir, self.port !== undefined), `unpack relayed batch ${n} into ${remoteDir}`);
           await recordSent(statePath, remoteDir, b.files);
           out.files += b.files.length;
           out.bytes += b.bytes;
         });
         // A failed unpack stops the fetching too (and fails the replay below).
         unpacking.catch(() => (unpackFailed = true));
-        if (unpackFailed) break;
       }
       await unpacking;
     } finally {

@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, shellQuote, type TestHost, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
-import { fetchCommand, serverCommand, unpackCommand } from '../../src/runner/relay.js';
+import { checkCommand, fetchCommand, serverCommand, unpackCommand } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -110,7 +110,7 @@ test('a node whose relay fails gets the tree directly and says why; the node aft
   assert.is((await runSealimg(['reset'])).code, 0);
 });
 
-test('the stream server answers only its hosts with the token, a stream that is not what was sent is refused, and it stops when its stdin ends', async () => {
+test('the stream server answers only its hosts with the token, sends a stream as it grows, a stream that is not what was sent is refused, and it stops when its stdin ends', async () => {
   const [m0, n1, n2] = ctx.hosts.hosts as [TestHost, TestHost, TestHost];
   const dir = '/var/lib/sealimg/relay/t';
   // A stream as upload.ts makes them: files under the staging name, then the script that moves them into place.
@@ -123,8 +123,11 @@ test('the stream server answers only its hosts with the token, a stream that is 
   const port = Number(started.stdout.trim());
   assert.ok(port > 0, `the server wrote its port: ${started.stdout}${started.stderr}`);
   const batch = { index: 0, tmp: '.sealimg-t', stream: { sha256, bytes: Number(bytes) } };
-  const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean } = {}) =>
-    h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, { ...batch, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } }, '/var/lib/sealimg/relay/spool')} && ${unpackCommand(batch, '/opt/relayed', '/var/lib/sealimg/relay/spool', opts.keep ?? false)}`);
+  const spool = '/var/lib/sealimg/relay/spool';
+  const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean; index?: number } = {}) => {
+    const b = { ...batch, index: opts.index ?? 0, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } };
+    return h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, b.index, spool)} && ${checkCommand(b, m0.ip, spool)} && ${unpackCommand(b, '/opt/relayed', spool, opts.keep ?? false)}`);
+  };
   const state = async (h: TestHost) => (await h.sh('cat /opt/relayed/greeting 2>/dev/null; find /opt/relayed /var/lib/sealimg/relay/spool -mindepth 1 ! -name greeting 2>/dev/null | wc -l')).stdout;
 
   const wrongToken = await fetch(n1, { token: 'not-the-token' });
@@ -144,6 +147,27 @@ test('the stream server answers only its hosts with the token, a stream that is 
   const kept = await fetch(n1, { keep: true });
   assert.is(kept.code, 0, kept.stderr);
   assert.is((await n1.sh('sha256sum < /var/lib/sealimg/relay/spool/0.tar | cut -c1-64')).stdout.trim(), sha256);
+  await n1.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
+
+  // A stream still coming in is sent as it grows, and ends when it is whole (renamed)...
+  const half = Math.floor(Number(bytes) / 2);
+  await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/1.tar.part`);
+  const growing = fetch(n1, { index: 1 });
+  await new Promise((r) => setTimeout(r, 500));
+  await m0.sh(`tail -c +${half + 1} ${dir}/0.tar >> ${dir}/1.tar.part && mv ${dir}/1.tar.part ${dir}/1.tar`);
+  const grown = await growing;
+  assert.is(grown.code, 0, grown.stderr);
+  assert.is(await state(n1), 'hello\n0\n', 'a stream fetched while it grew lands whole');
+  await n1.sh('rm -rf /opt/relayed');
+  // ...or short when it is removed (it failed where it came from), and then it is refused.
+  await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/2.tar.part`);
+  const failing = fetch(n1, { index: 2 });
+  await new Promise((r) => setTimeout(r, 500));
+  await m0.sh(`rm ${dir}/2.tar.part`);
+  const failed = await failing;
+  assert.is.not(failed.code, 0);
+  assert.match(failed.stderr, new RegExp(`is not the stream the operator sent \\(${half} of ${bytes} bytes`));
+  assert.is(await state(n1), '0\n');
 
   await m0.sh(`pkill -f 'sleep 120'`);
   const gone = await m0.sh(`for i in $(seq 50); do pgrep -x perl >/dev/null || { echo stopped; break; }; sleep 0.1; done`);
