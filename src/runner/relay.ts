@@ -33,6 +33,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
+import { sleep } from '../content/retry.js';
 import { SealimgError } from '../errors.js';
 import { recordSent, type SentBatch } from './distribute.js';
 import type { RunHost } from './hosts.js';
@@ -151,7 +152,7 @@ export function fetchCommand(address: string, port: number, token: string, index
  * The command that checks a fetched batch against the operator's sha256 of the stream: only a stream that
  * matches becomes dir/N.tar (exported for its test).
  */
-export function checkCommand(b: Pick<SentBatch, 'index' | 'stream'>, from: string, dir: string): string {
+export function verifyCommand(b: Pick<SentBatch, 'index' | 'stream'>, from: string, dir: string): string {
   const part = shellQuote(`${dir}/${b.index}.tar.part`);
   return [
     // openssl where it is (4x sha256sum's speed here, see upload.ts), else coreutils.
@@ -207,7 +208,7 @@ async function startServer(session: SshSession, host: RunHost, dir: string, toke
     const r = await session.exec(`cat ${shellQuote(`${dir}/port`)} 2>/dev/null`, { step: 'distribute', label: `wait for the relay on ${host.name}`, signal, allowFailure: true });
     const port = Number(r.stdout.trim());
     if (r.code === 0 && Number.isInteger(port) && port > 0 && port < 65536) return { port, stop };
-    await new Promise((res) => setTimeout(res, 100));
+    await sleep(100, signal);
   }
   await stop();
   throw new SealimgError('HOST_STEP_FAILED', `${host.name}: the relay did not start: ${stopped ?? 'no port after 10 s'}`);
@@ -275,10 +276,12 @@ export class Relay {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  /** Resolves at the next change of any host's state, or after `ms`. */
-  private async changed(ms = 2 ** 31 - 1): Promise<void> {
+  /** Resolves at the next change of any host's state, or after `ms` when given. */
+  private async changed(ms?: number): Promise<void> {
+    const change = new Promise<void>((r) => this.waiters.push(r));
+    if (ms === undefined) return change;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise<void>((r) => this.waiters.push(r)), new Promise((r) => (timer = setTimeout(r, ms)))]);
+    await Promise.race([change, new Promise((r) => (timer = setTimeout(r, ms)))]);
     clearTimeout(timer);
   }
 
@@ -355,7 +358,7 @@ export class Relay {
           }
           await run(fetchCommand(src.host.ip, src.port!, this.token, n, dir), `relay batch ${n} from ${src.host.name}`);
           const b = await this.whole(n);
-          await run(checkCommand(b, src.host.name, dir), `check relayed batch ${n}`);
+          await run(verifyCommand(b, src.host.name, dir), `check relayed batch ${n}`);
           return b;
         };
         const src = await this.sourceFor(i, n);
@@ -363,7 +366,7 @@ export class Relay {
         const [b, used] = await take(src).then(
           (b) => [b, src] as const,
           async () => {
-            await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
+            await sleep(RETRY_PAUSE_MS, signal);
             return [await take(this.chain[0]!), this.chain[0]!] as const;
           },
         );

@@ -78,6 +78,11 @@ export interface UploadEntry {
 }
 type Entry = UploadEntry;
 
+/** The host's check and rename scripts take one path a line, unescaped. */
+function checkName(rel: string, src: string): void {
+  if (/[\n\\]/.test(rel)) throw new SealimgError('UNSUPPORTED', `${src}: file names with a newline or backslash cannot be uploaded`);
+}
+
 /** Lists a tree, parents before children, in a stable order. */
 async function walk(root: string, filter?: (rel: string) => boolean, prune?: (rel: string) => boolean): Promise<Entry[]> {
   const out: Entry[] = [];
@@ -85,8 +90,8 @@ async function walk(root: string, filter?: (rel: string) => boolean, prune?: (re
     const names = (await readdir(rel ? join(root, rel) : root)).sort();
     for (const name of names) {
       const r = rel ? `${rel}/${name}` : name;
-      if (/[\n\\]/.test(r)) throw new SealimgError('UNSUPPORTED', `${join(root, r)}: file names with a newline or backslash cannot be uploaded`);
       const src = join(root, r);
+      checkName(r, src);
       const st = await lstat(src);
       const base = { rel: r, src, mode: st.mode & 0o7777, mtime: seconds(st.mtime), size: 0 };
       if (st.isDirectory()) {
@@ -233,7 +238,7 @@ export async function uploadTree(session: SshSession, localDir: string, remoteDi
  * already (distribute.ts): nothing is walked again. A file gone since it was listed is left out of the result.
  */
 export async function uploadEntries(session: SshSession, entries: UploadEntry[], remoteDir: string, label: string, opts: Omit<UploadOptions, 'filter' | 'prune'> = {}): Promise<UploadResult> {
-  for (const e of entries) if (/[\n\\]/.test(e.rel)) throw new SealimgError('UNSUPPORTED', `${e.src}: file names with a newline or backslash cannot be uploaded`);
+  for (const e of entries) checkName(e.rel, e.src);
   return send(session, entries, remoteDir, label, opts);
 }
 

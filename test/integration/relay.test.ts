@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, shellQuote, type TestHost, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
-import { checkCommand, fetchCommand, serverCommand, unpackCommand } from '../../src/runner/relay.js';
+import { fetchCommand, serverCommand, unpackCommand, verifyCommand } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -126,7 +126,7 @@ test('the stream server answers only its hosts with the token, sends a stream as
   const spool = '/var/lib/sealimg/relay/spool';
   const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean; index?: number } = {}) => {
     const b = { ...batch, index: opts.index ?? 0, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } };
-    return h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, b.index, spool)} && ${checkCommand(b, m0.ip, spool)} && ${unpackCommand(b, '/opt/relayed', spool, opts.keep ?? false)}`);
+    return h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, b.index, spool)} && ${verifyCommand(b, m0.ip, spool)} && ${unpackCommand(b, '/opt/relayed', spool, opts.keep ?? false)}`);
   };
   const state = async (h: TestHost) => (await h.sh('cat /opt/relayed/greeting 2>/dev/null; find /opt/relayed /var/lib/sealimg/relay/spool -mindepth 1 ! -name greeting 2>/dev/null | wc -l')).stdout;
 

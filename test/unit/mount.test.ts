@@ -3,7 +3,7 @@
  * templates render next to themselves, Config patches apply with sealos'
  * strategies, and nothing written into a merged tree reaches the image cache.
  */
-import { lstat, mkdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -72,27 +72,34 @@ test('Config strategies: merge (YAML), override, append, insert; paths cannot le
   }
 });
 
-test('an image is unpacked once for every cluster, and its tree goes with `rmi`', async () => {
+test('an image is unpacked once for every cluster, also by two clusters at once, and its tree goes with `rmi`', async () => {
   const root = await tmpDir();
   const home = await tmpDir();
   const context = await files(await tmpDir(), { 'Sealfile': 'FROM scratch\nLABEL sealos.io.type=rootfs sealos.io.version=v1beta1\nCOPY data data\n', 'data/bin/tool': 'tool' });
   assert.is((await sealimg(root, ['build', '-q', '-t', 'example.com/shared:v1', context])).code, 0);
   const store = await openLocalStore(root);
   const images = await resolveImages(store, ['example.com/shared:v1'], { root });
-  const one = new ClusterDir(home, 'one');
-  const two = new ClusterDir(home, 'two');
-  const m1 = await mountAll(store, one, images, {}, []);
-  const m2 = await mountAll(store, two, images, {}, []);
-  const cached = join(one.mount(images[0]!.descriptor.digest), 'data/bin/tool');
-  assert.is(two.mount(images[0]!.descriptor.digest), one.mount(images[0]!.descriptor.digest), 'one cache for both clusters');
+  const digest = images[0]!.descriptor.digest;
+  // Two clusters mounting the same new image at once: both unpack, one tree wins, no temp dir stays.
+  const [one, two] = [new ClusterDir(home, 'one'), new ClusterDir(home, 'two')];
+  const [m1, m2] = await Promise.all([mountAll(store, one, images, {}, []), mountAll(store, two, images, {}, [])]);
+  assert.is(two.mount(digest), one.mount(digest), 'one cache for both clusters');
+  const cached = join(one.mount(digest), 'data/bin/tool');
   const ino = (await lstat(cached)).ino;
   assert.is((await lstat(join(m1.rootfs, 'data/bin/tool'))).ino, ino);
-  assert.is((await lstat(join(m2.rootfs, 'data/bin/tool'))).ino, ino, 'the second cluster links the same unpacked file: not unpacked again');
+  assert.is((await lstat(join(m2.rootfs, 'data/bin/tool'))).ino, ino);
+  assert.equal((await readdir(one.mounts)).filter((n) => n.includes('.tmp-')), [], 'no temp dir left');
+  // A third cluster later uses the tree as it is: with the image's layer gone from the store, an unpack would fail.
+  const manifest = JSON.parse(await readFile(join(root, 'blobs/sha256', digest.slice(7)), 'utf8')) as { layers: Array<{ digest: string }> };
+  await rm(join(root, 'blobs/sha256', manifest.layers[0]!.digest.slice(7)));
+  const three = new ClusterDir(home, 'three');
+  const m3 = await mountAll(store, three, images, {}, []);
+  assert.is((await lstat(join(m3.rootfs, 'data/bin/tool'))).ino, ino, 'the third cluster links the same unpacked file: not unpacked again');
   // rmi removes the image, and with it the unpacked tree; a run of another image would prune it as well.
   const rmi = await sealimg(root, ['rmi', 'example.com/shared:v1'], { env: { ...process.env, SEALIMG_HOME: home } });
   assert.is(rmi.code, 0, rmi.stderr);
   assert.is(await lstat(cached).then(() => 'kept', () => 'gone'), 'gone');
-  assert.is(await lstat(`${one.mount(images[0]!.descriptor.digest)}.json`).then(() => 'kept', () => 'gone'), 'gone');
+  assert.is(await lstat(`${one.mount(digest)}.json`).then(() => 'kept', () => 'gone'), 'gone');
 });
 
 test('ENV merges in image order, then the Clusterfile, then -e', () => {
