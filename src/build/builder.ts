@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import { processAlive } from '../content/fsutil.js';
 import type { OpenContext } from '../content/locations.js';
@@ -22,6 +23,7 @@ import { embedImages, parseArchiveLine, registryLayers, type RegistryLayers } fr
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, findIgzip, writeLayer, type Compression } from './layer.js';
+import { LayerQueue } from './layer-queue.js';
 import { parseSealfile } from './parse.js';
 import { plan, planFrom, type Plan, type RunStep } from './plan.js';
 import { applyEntries, diffSnapshots, runCommand, snapshot, unpackLayer } from './rootfs.js';
@@ -68,6 +70,13 @@ export interface BuildResult {
   manifest: Descriptor;
   config: ImageConfig;
   layers: Descriptor[];
+}
+
+/** A layer written by this build (or taken from the cache), with its log line. */
+interface WrittenLayer {
+  descriptor: Descriptor;
+  diffId: string;
+  line: string;
 }
 
 /** Finds the build file: the one named, else Sealfile, else Kubefile in the context. */
@@ -128,6 +137,8 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   const tmp = join(store.root, `${BUILD_DIR_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { recursive: true });
   const added: Descriptor[] = [];
+  // Layers are written two or more at a time (one per core), logged and recorded in step order.
+  const queue = new LayerQueue<WrittenLayer>(availableParallelism(), (l) => log(l.line), opts.signal);
   try {
     const ignore = await loadIgnore(contextDir);
     const contextRoot: SourceRoot = { dir: contextDir, label: 'the build context', ignore, kind: 'context' };
@@ -168,19 +179,23 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
     const addLayer = async (entries: LayerEntry[], createdBy: string, inRootfs = false, how: { compression?: Compression; contentAddressed?: boolean } = {}): Promise<void> => {
       const c = how.compression ?? compression;
       // RUN layers read from the working copy, whose files are new each build: only COPY/ADD are cached.
-      const started = Date.now();
       const key = cache && !inRootfs ? await cache.key(entries, { compression: c, mtime: epoch, gzipLevel: GZIP_LEVEL, deflater: c === 'gzip' && (await findIgzip()) ? 'igzip' : 'zlib' }, how.contentAddressed) : undefined;
       const hit = key ? await cache!.get(key, store) : undefined;
-      const layer = hit ?? (await writeLayer(store, entries, { compression: c, mtime: epoch, tmpDir: await store.ingestDir(), signal: opts.signal }));
-      if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);
-      if (key && !hit) await cache!.put(key, layer);
-      layers.push(layer.descriptor);
-      diffIds.push(layer.diffId);
       history.push({ created, created_by: createdBy });
       newLayers.push(entries);
       // A RUN's changes are in the working copy already (and its entries read from there).
       if (rootfs && !inRootfs) await applyEntries(entries, rootfs);
-      log(`--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes${hit ? ', cached' : `, ${((Date.now() - started) / 1000).toFixed(1)}s`})`);
+      const tmpDir = await store.ingestDir();
+      await queue.add(async (signal) => {
+        const started = Date.now();
+        const layer = hit ?? (await writeLayer(store, entries, { compression: c, mtime: epoch, tmpDir, signal }));
+        if (!hit && 'pushed' in layer && layer.pushed) added.push(layer.descriptor);
+        if (key && !hit) await cache!.put(key, layer);
+        const line = `--> layer ${layer.descriptor.digest.slice(7, 19)} (${entries.length} entries, ${layer.descriptor.size} bytes${hit ? ', cached' : `, ${((Date.now() - started) / 1000).toFixed(1)}s`})`;
+        return { descriptor: layer.descriptor, diffId: layer.diffId, line };
+      });
+      // The next RUN changes the working copy this layer reads its files from.
+      if (inRootfs) await queue.idle();
     };
 
     for (const step of p.steps) {
@@ -227,6 +242,10 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
         }
       }
     }
+    for (const l of await queue.drain()) {
+      layers.push(l.descriptor);
+      diffIds.push(l.diffId);
+    }
     const config: ImageConfig = {
       created,
       ...(p.author ? { author: p.author } : {}),
@@ -253,6 +272,8 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
     for (const t of opts.tags) await store.tag(manifestDesc, t);
     return { manifest: manifestDesc, config, layers };
   } catch (e) {
+    // No layer write may still be adding a blob while the added ones are removed.
+    await queue.stop(e);
     for (const d of added) await store.delete(d).catch(() => undefined);
     throw e;
   } finally {

@@ -495,4 +495,18 @@ Build('bad input: a clear error with file:line, exit 1, and the store exactly as
   assert.not.match(images.stdout, /bad/);
 });
 
+Build('a step that fails while an earlier layer is still being compressed: its error is shown, the store is as before, nothing is left in .ingest', async () => {
+  const root = await tmpDir();
+  await buildOk(root, ['-t', 'example.com/keep:1', await context({ Sealfile: 'FROM scratch\nCOPY f /f\n', f: 'x' })]);
+  // 48 MB of base64 text: compressible, so it takes a compressor a good part of a second.
+  const ctx = await context({ Sealfile: 'FROM scratch\nCOPY big.txt /big.txt\nCOPY missing.txt /x\n' });
+  await writeFile(join(ctx, 'big.txt'), randomBytes(36 << 20).toString('base64'));
+  const before = await storeState(root);
+  const r = await sealimg(root, ['build', '-t', 'example.com/bad:1', ctx]);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, /Sealfile:3:1: missing\.txt: no such file or directory in the build context \[BUILD_FAILED\]/);
+  assert.is(await storeState(root), before);
+  assert.equal(await readdir(join(root, '.ingest')).catch(() => []), []);
+});
+
 Build.run();
