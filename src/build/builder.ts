@@ -24,6 +24,7 @@ import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, findIgzip, writeLayer, type Compression } from './layer.js';
 import { LayerQueue } from './layer-queue.js';
+import { prepareTarThread } from './tar-thread.js';
 import { parseSealfile } from './parse.js';
 import { plan, planFrom, type Plan, type RunStep } from './plan.js';
 import { applyEntries, diffSnapshots, runCommand, snapshot, unpackLayer } from './rootfs.js';
@@ -112,6 +113,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   const st = await stat(contextDir).catch((e) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
   if (!st) throw new SealimgError('USAGE', `${opts.contextDir}: no such directory`, { hint: 'CONTEXT is the directory with the Sealfile and the files it copies' });
   if (!st.isDirectory()) throw new SealimgError('USAGE', `${opts.contextDir} is not a directory`, { hint: 'CONTEXT is the directory with the Sealfile; name another build file with -f FILE' });
+  prepareTarThread();
   const bf = await readBuildFile(contextDir, opts.file);
   const parsed = parseSealfile(bf.text, bf.name);
   const epoch = opts.sourceDateEpoch ?? 0;

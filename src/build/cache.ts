@@ -14,10 +14,11 @@ import { writeFileAtomic } from '../content/fsutil.js';
 import type { Store } from '../content/store.js';
 import { errnoCode } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
+import { fileIdentity } from './sources.js';
 import type { LayerEntry } from './tar-writer.js';
 
 /** Bumped whenever the same entries would give other layer bytes. */
-const FORMAT = 3;
+const FORMAT = 4;
 
 export interface CachedLayer {
   descriptor: Descriptor;
@@ -43,8 +44,7 @@ export class LayerCache {
     // A file whose path names its digest (a registry blob, verified when it was written) is known by its path.
     const ids = await mapBatched(sorted, async (e) => {
       if (!e.source || contentAddressed) return '';
-      const st = await lstat(e.source, { bigint: true });
-      return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      return e.identity ?? fileIdentity(await lstat(e.source, { bigint: true }));
     });
     sorted.forEach((e, i) => h.update(`${JSON.stringify([e.path, e.type, e.mode, e.size ?? 0, e.linkname ?? '', ids[i]])}\n`));
     return h.digest('hex');

@@ -1,7 +1,10 @@
 /**
- * One layer from a list of entries: tar -> (diffID hash) -> compress ->
- * (digest hash) -> a temp file, in one pass; then the blob goes into the
- * store under the descriptor those hashes gave.
+ * One layer from a list of entries: tar (made and hashed for the diffID on a
+ * thread of its own, tar-thread.ts) -> compress -> (digest hash) -> a temp
+ * file, in one pass; then the blob goes into the store under the descriptor
+ * those hashes gave. A layer whose bytes are nearly all compressed files
+ * already is kept as a plain tar, whatever the compression asked for
+ * (mostlyCompressed).
  *
  * gzip: the tar is cut into pieces of at most 1 MiB, each compressed on its
  * own as a gzip member (RFC 1952 lets members follow each other; Go's, zlib's
@@ -30,7 +33,8 @@ import { SealimgError } from '../errors.js';
 import { markVerified } from '../oci/digest.js';
 import { OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD } from '../oci/mediatypes.js';
 import type { Descriptor } from '../oci/types.js';
-import { sortEntries, tarChunks, type LayerEntry, type TarChunk } from './tar-writer.js';
+import { ThreadTar } from './tar-thread.js';
+import { mostlyCompressed, sortEntries, type Claim, type LayerEntry, type TarChunk } from './tar-writer.js';
 
 const gzip = promisify<Buffer, ZlibOptions, Buffer>(gzipCb);
 
@@ -80,7 +84,8 @@ export function mediaTypeFor(c: Compression): string {
  * Its bytes are hashed by reading them back, from the page cache.
  */
 class BlobFile {
-  readonly hash: Hash = createHash('sha256');
+  /** Undefined when the blob is the tar itself, which the tar thread hashes already. */
+  private readonly hash: Hash | undefined;
   size = 0;
   /** Writes not yet done, oldest first: the next chunk is prepared while the kernel copies this one. */
   private readonly writing: Array<Promise<void>> = [];
@@ -89,17 +94,28 @@ class BlobFile {
     private readonly path: string,
     private readonly fh: FileHandle,
     private readonly writeback: WritebackTimer,
-  ) {}
-  static async create(path: string): Promise<BlobFile> {
-    // Read and write: what a compressor program appends is read back to be hashed.
-    return new BlobFile(path, await open(path, 'wx+'), new WritebackTimer(path));
+    hashed: boolean,
+  ) {
+    this.hash = hashed ? createHash('sha256') : undefined;
   }
-  async write(b: Buffer): Promise<void> {
-    this.hash.update(b);
+  static async create(path: string, hashed: boolean): Promise<BlobFile> {
+    // Read and write: what a compressor program appends is read back to be hashed.
+    return new BlobFile(path, await open(path, 'wx+'), new WritebackTimer(path), hashed);
+  }
+  /** sha256 of what was written, when hashed. */
+  digest(): string | undefined {
+    return this.hash && `sha256:${this.hash.digest('hex')}`;
+  }
+  async write(b: Buffer, claim?: Claim): Promise<void> {
+    this.hash?.update(b);
     const at = this.size;
     this.size += b.length;
     const done = (async () => {
-      for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off, b.length - off, at + off)).bytesWritten;
+      try {
+        for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off, b.length - off, at + off)).bytesWritten;
+      } finally {
+        claim?.release();
+      }
     })();
     done.catch(() => undefined); // awaited below or in close()
     this.writing.push(done);
@@ -141,7 +157,7 @@ class BlobFile {
       if (b.length === 0) throw new SealimgError('BUILD_FAILED', `${this.path} shrank while it was being written`);
       this.size += b.length;
       next = this.size < end ? read(this.size) : undefined;
-      this.hash.update(b);
+      this.hash?.update(b);
     }
   }
   async close(): Promise<void> {
@@ -185,7 +201,7 @@ export function storedMember(data: Buffer): Buffer {
 
 /** Gzip members compressed in parallel, written in order. */
 class ParallelGzip {
-  private pending: Buffer[] = [];
+  private pending: TarChunk[] = [];
   private pendingSize = 0;
   private pendingStored = false;
   private readonly inFlight: Array<Promise<Buffer>> = [];
@@ -196,19 +212,35 @@ class ParallelGzip {
     private readonly sink: (b: Buffer) => Promise<void>,
   ) {}
 
+  /** Members are cut every MEMBER_SIZE bytes of a run, wherever chunks begin and end: the bytes depend on the tar alone. */
   async add(c: TarChunk): Promise<void> {
     if (this.pendingSize > 0 && c.stored !== this.pendingStored) await this.cut();
     this.pendingStored = c.stored;
-    this.pending.push(c.data);
-    this.pendingSize += c.data.length;
-    if (this.pendingSize >= MEMBER_SIZE) await this.cut();
+    let data = c.data;
+    while (this.pendingSize + data.length >= MEMBER_SIZE) {
+      const take = MEMBER_SIZE - this.pendingSize;
+      const rest = data.length - take;
+      this.pending.push({ data: data.subarray(0, take), stored: c.stored, claim: rest > 0 ? c.claim.also() : c.claim });
+      this.pendingSize += take;
+      await this.cut();
+      data = data.subarray(take);
+    }
+    if (data.length === 0) return;
+    this.pending.push({ data, stored: c.stored, claim: c.claim });
+    this.pendingSize += data.length;
   }
 
   private async cut(): Promise<void> {
     if (this.pendingSize === 0) return;
-    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingSize);
+    const pieces = this.pending;
+    const one = pieces.length === 1 ? pieces[0]! : undefined;
+    const data = one ? one.data : Buffer.concat(pieces.map((p) => p.data), this.pendingSize);
     // memLevel 9 (zlib's largest hash) deflates level 1 about 10% faster here, same output size.
-    this.inFlight.push(this.pendingStored ? Promise.resolve(storedMember(data)) : gzip(data, { level: this.level, memLevel: 9 }));
+    const member = this.pendingStored ? Promise.resolve(storedMember(data)) : gzip(data, { level: this.level, memLevel: 9 });
+    // storedMember and concat have copied the bytes; a lone piece is read by zlib until it is done.
+    if (this.pendingStored || !one) for (const p of pieces) p.claim.release();
+    else void member.finally(() => one.claim.release()).catch(() => undefined);
+    this.inFlight.push(member);
     this.pending = [];
     this.pendingSize = 0;
     while (this.inFlight.length >= this.parallel) await this.sink(await this.inFlight.shift()!);
@@ -253,8 +285,8 @@ class ChildCompressor {
     return new ChildCompressor(child, exited, out);
   }
 
-  async write(b: Buffer): Promise<void> {
-    this.child.stdin.write(b);
+  async write(b: Buffer, claim: Claim): Promise<void> {
+    this.child.stdin.write(b, () => claim.release());
     this.out.fed(b.length);
     // Run ahead of the program by a few MiB: waiting for each write to drain (stdin's
     // highWaterMark is 16 KiB) would make the two take turns instead of working at once.
@@ -290,7 +322,7 @@ class ZstdStream {
     return new ZstdStream(await ChildCompressor.start('zstd', ['-q', '-3', '-T0', '-c'], out, missing));
   }
   add(c: TarChunk): Promise<void> {
-    return this.child.write(c.data);
+    return this.child.write(c.data, c.claim);
   }
   end(): Promise<void> {
     return this.child.end();
@@ -377,7 +409,7 @@ class IgzipGzip {
   }
 
   private async put(c: TarChunk): Promise<void> {
-    if (this.child) await this.child.write(c.data);
+    if (this.child) await this.child.write(c.data, c.claim);
     else await this.zlib.add(c);
   }
 
@@ -393,27 +425,22 @@ class IgzipGzip {
 export async function writeLayer(store: Store, entries: LayerEntry[], opts: LayerOptions): Promise<Layer> {
   const tmp = join(opts.tmpDir, `layer-${randomBytes(6).toString('hex')}`);
   try {
-    const tarHash = createHash('sha256');
-    let tarSize = 0;
-    const onTar = (b: Buffer): void => {
-      tarHash.update(b);
-      tarSize += b.length;
-    };
-    const chunks = tarChunks(sortEntries(entries), opts.mtime);
-    const out = await BlobFile.create(tmp);
+    const sorted = sortEntries(entries);
+    const compression = opts.compression !== 'none' && mostlyCompressed(sorted) ? 'none' : opts.compression;
+    const tar = new ThreadTar(sorted, opts.mtime);
+    const out = await BlobFile.create(tmp, compression !== 'none');
     try {
-      const igzip = opts.compression === 'gzip' && opts.gzipLevel === undefined ? await findIgzip() : undefined;
+      const igzip = compression === 'gzip' && opts.gzipLevel === undefined ? await findIgzip() : undefined;
       const compressor =
-        opts.compression === 'zstd' ? await ZstdStream.start(out)
+        compression === 'zstd' ? await ZstdStream.start(out)
         : igzip ? new IgzipGzip(igzip, out)
-        : opts.compression === 'gzip' ? new ParallelGzip(opts.gzipLevel ?? GZIP_LEVEL, (b) => out.write(b))
+        : compression === 'gzip' ? new ParallelGzip(opts.gzipLevel ?? GZIP_LEVEL, (b) => out.write(b))
         : undefined;
       try {
-        for await (const c of chunks) {
+        for await (const c of tar.chunks()) {
           if (opts.signal?.aborted) throw opts.signal.reason;
-          onTar(c.data);
           if (compressor) await compressor.add(c);
-          else await out.write(c.data);
+          else await out.write(c.data, c.claim);
         }
         await compressor?.end();
       } catch (e) {
@@ -423,8 +450,11 @@ export async function writeLayer(store: Store, entries: LayerEntry[], opts: Laye
     } finally {
       await out.close();
     }
-    const descriptor: Descriptor = { mediaType: mediaTypeFor(opts.compression), digest: `sha256:${out.hash.digest('hex')}`, size: out.size };
-    const diffId = `sha256:${tarHash.digest('hex')}`;
+    const diffId = tar.diffId;
+    const tarSize = tar.size;
+    // A plain tar layer's digest is its diffID: the bytes written must be exactly the tar's.
+    if (compression === 'none' && out.size !== tarSize) throw new SealimgError('BUILD_FAILED', `layer file ${tmp}: ${out.size} bytes written, the tar has ${tarSize}`);
+    const descriptor: Descriptor = { mediaType: mediaTypeFor(compression), digest: out.digest() ?? diffId, size: out.size };
     const pushed = !(await store.exists(descriptor, opts.signal));
     if (pushed && canIngestFile(store) && opts.tmpDir === (await store.ingestDir())) {
       // Same filesystem: the file we hashed while writing is renamed into place, not copied.

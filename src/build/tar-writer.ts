@@ -1,15 +1,12 @@
 /**
- * A deterministic tar stream from a list of entries: POSIX ustar headers
- * (PAX records only for what ustar cannot hold), sorted by path, uid/gid 0, no
+ * What a layer's tar is made of: entries, sorted by path, and their headers:
+ * POSIX ustar (PAX records only for what ustar cannot hold), uid/gid 0, no
  * user or group names, one fixed mtime, no atime/ctime. The same entries give
- * the same bytes on any machine. File bodies are streamed from disk, and a
- * file whose size changed since it was listed fails the stream.
+ * the same bytes on any machine. tar-worker.ts writes the stream, checking
+ * that each file is still the size it was listed with.
  */
-import { open } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { ReadAhead } from '../content/fsutil.js';
-import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
-import { SealimgError } from '../errors.js';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { tarHeader } from '../content/tar.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'whiteout';
 
@@ -25,6 +22,8 @@ export interface LayerEntry {
   inode?: string;
   /** Host path a file's bytes are read from. */
   source?: string;
+  /** The source's identity on disk when it was listed (sources.ts fileIdentity), for the build cache. */
+  identity?: string;
   /** Target of a symlink; for a hard link, the image path of the file it links to. */
   linkname?: string;
 }
@@ -73,9 +72,25 @@ export function entryHeader(e: LayerEntry, mtime: number): Buffer {
 export interface TarChunk {
   data: Buffer;
   stored: boolean;
+  /** The consumer's claim on the memory behind `data`; released once it no longer reads it. */
+  claim: Claim;
 }
 
-const COMPRESSED_EXT = /\.(gz|tgz|zst|zstd|xz|txz|bz2|tbz2?|lz4|lzma|zip|jar|war|whl|7z|rar|png|jpe?g|gif|webp|mp4|woff2?)$/i;
+/**
+ * A claim on reusable memory (a page of tar-thread.ts): once every claim is
+ * released the memory is filled with later bytes, so a consumer that keeps
+ * bytes past the call that gave them (a write in flight, a member being
+ * deflated) releases only when done. A claim not released is only garbage.
+ */
+export interface Claim {
+  /** Another claim on the same memory, for a part kept longer than the rest. */
+  also(): Claim;
+  /** Idempotent. */
+  release(): void;
+}
+
+/** Names of files that are compressed already, whatever their first bytes. */
+export const COMPRESSED_EXT = /\.(gz|tgz|zst|zstd|xz|txz|bz2|tbz2?|lz4|lzma|zip|jar|war|whl|7z|rar|png|jpe?g|gif|webp|mp4|woff2?)$/i;
 
 /** True when a file's first bytes are a compressed format's magic: deflating them again gains nothing. */
 export function looksCompressed(head: Buffer): boolean {
@@ -89,73 +104,27 @@ export function looksCompressed(head: Buffer): boolean {
   return false;
 }
 
-function changedError(source: string, grew: boolean): SealimgError {
-  return new SealimgError('BUILD_FAILED', `${source} ${grew ? 'grew' : 'shrank'} while it was being added to a layer`);
-}
-
-/** A large file's bytes in pieces of at most 1 MiB, checked to be exactly `size` long; the next piece is read while this one is used. */
-async function* readPieces(source: string, size: number): AsyncGenerator<Buffer> {
-  const fh = await open(source, 'r');
-  const PIECE = 1 << 20;
-  // A fresh buffer per read: the consumer keeps chunks while later ones are read.
-  const readAt = async (at: number): Promise<Buffer> => {
-    const buf = Buffer.allocUnsafe(Math.min(PIECE, size - at));
-    const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-    if (bytesRead === 0) throw changedError(source, false);
-    return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-  };
-  let next: Promise<Buffer> | undefined;
-  try {
-    let at = 0;
-    next = readAt(0);
-    while (next) {
-      const piece: Buffer = await next;
-      at += piece.length;
-      next = at < size ? readAt(at) : undefined;
-      next?.catch(() => undefined); // awaited on the next turn, or dropped if the consumer stops
-      yield piece;
-    }
-    if ((await fh.read(Buffer.alloc(1), 0, 1, size)).bytesRead !== 0) throw changedError(source, true);
-  } finally {
-    await next?.catch(() => undefined);
-    await fh.close();
-  }
-}
-
 /**
- * The tar of `entries` (already sorted) as chunks, every mtime set to `mtime`
- * (seconds). Small files are read ahead of the writer (ReadAhead).
+ * True when at most 1% of the tar of `entries` would be deflated: nearly all
+ * its bytes are files compressed already (registry blobs, archives). Such a
+ * layer is kept as a plain tar: gzip would only wrap the same bytes, and the
+ * layer's digest is then its diffID, hashed once. Reads the first bytes of
+ * files, largest first, and stops as soon as the answer is known.
  */
-export async function* tarChunks(entries: LayerEntry[], mtime: number): AsyncGenerator<TarChunk> {
-  const ahead = new ReadAhead(entries.map((e) => (e.type === 'file' && e.size ? { path: e.source!, size: e.size } : undefined)));
-  try {
-    for (const [i, e] of entries.entries()) {
-      const whole = ahead.take(i);
-      yield { data: entryHeader(e, mtime), stored: false };
-      if (e.type !== 'file' || !e.size) continue;
-      if (whole) {
-        const data = await whole;
-        if (data.length !== e.size) throw changedError(e.source!, data.length > e.size);
-        yield { data, stored: COMPRESSED_EXT.test(e.path) || looksCompressed(data) };
-      } else {
-        let stored: boolean | undefined;
-        for await (const data of readPieces(e.source!, e.size)) {
-          stored ??= COMPRESSED_EXT.test(e.path) || looksCompressed(data);
-          yield { data, stored };
-        }
-      }
-      yield { data: padding(e.size), stored: false };
+export function mostlyCompressed(entries: LayerEntry[]): boolean {
+  const files = entries.filter((e) => e.type === 'file' && e.size && e.source).sort((a, b) => b.size! - a.size!);
+  const total = entries.length * 512 + files.reduce((n, e) => n + e.size!, 0);
+  let plain = entries.length * 512;
+  const head = Buffer.alloc(16);
+  for (const e of files) {
+    if (plain * 100 > total) return false;
+    if (COMPRESSED_EXT.test(e.path)) continue;
+    const fd = openSync(e.source!, 'r');
+    try {
+      if (!looksCompressed(head.subarray(0, readSync(fd, head, 0, head.length, 0)))) plain += e.size!;
+    } finally {
+      closeSync(fd);
     }
-    yield { data: Buffer.from(END_OF_ARCHIVE), stored: false };
-  } finally {
-    await ahead.close();
   }
-}
-
-/** The tar of `entries` as a byte stream. */
-export function tarStream(entries: LayerEntry[], mtime: number): Readable {
-  async function* bytes(): AsyncGenerator<Buffer> {
-    for await (const c of tarChunks(entries, mtime)) yield c.data;
-  }
-  return Readable.from(bytes(), { objectMode: false });
+  return plain * 100 <= total;
 }
