@@ -9,7 +9,6 @@ import { chmod, mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { x as extract } from 'tar';
 import { SealimgError } from '../errors.js';
 import type { CopyStep } from './plan.js';
 import { collectSource, type EntryMap, type SourceRoot } from './sources.js';
@@ -48,6 +47,7 @@ export async function copyEntries(step: CopyStep, context: SourceRoot, tmp: stri
       await mkdir(dir);
       await chmod(dir, 0o755);
       try {
+        const { x: extract } = await import('tar'); // loaded when needed: ~40 ms of start-up otherwise
         await extract({ file: e.source!, cwd: dir, strict: true, preserveOwner: false, chmod: true, processUmask: 0 });
       } catch (err) {
         throw new SealimgError('ARCHIVE_INVALID', `${step.where}: ${source}: ${(err as Error).message}`);

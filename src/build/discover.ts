@@ -10,10 +10,17 @@
 import { spawn } from 'node:child_process';
 import { access, readFile, readdir, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
-import { list as listTar } from 'tar';
+import { createRequire } from 'node:module';
 import { SealimgError, errnoCode } from '../errors.js';
 import type { IgnoreRules } from './ignore.js';
+
+/** yaml is loaded on first use: it costs ~70 ms of start-up, and most builds have no manifest or chart to read. */
+const require = createRequire(import.meta.url);
+let yamlLib: typeof import('yaml') | undefined;
+function parseAllDocuments(text: string): ReturnType<typeof import('yaml').parseAllDocuments> {
+  yamlLib ??= require('yaml') as typeof import('yaml');
+  return yamlLib.parseAllDocuments(text);
+}
 
 export interface DiscoveredImage {
   /** The reference as written (normalized later, when it is copied). */
@@ -162,6 +169,7 @@ function runHelm(args: string[]): Promise<string> {
 /** values.yaml of a packaged chart (.tgz), read from the archive. */
 async function tgzValues(path: string): Promise<string | undefined> {
   let text: string | undefined;
+  const { list: listTar } = await import('tar'); // loaded when needed, as yaml is
   await listTar({
     file: path,
     filter: (p) => /^[^/]+\/values\.yaml$/.test(p),

@@ -83,6 +83,7 @@ export class IgnoreRules {
 
   /** True when `rel` (context-relative, `/`-separated) is left out of the build. */
   ignores(rel: string): boolean {
+    if (this.rules.length === 0) return false; // no ignore file: the walk of a big context asks for every path
     const path = clean(rel);
     if (path === '') return false;
     const prefixes: string[] = [];

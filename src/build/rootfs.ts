@@ -10,7 +10,6 @@ import { rmSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { x as extract } from 'tar';
 import type { ReadOnlyStore } from '../content/store.js';
 import { SealimgError } from '../errors.js';
 import { OCI_LAYER_ZSTD } from '../oci/mediatypes.js';
@@ -34,6 +33,7 @@ export async function unpackLayer(store: ReadOnlyStore, desc: Descriptor, dir: s
     throw new SealimgError('UNSUPPORTED', `layer ${desc.digest} has media type ${mt}, which sealimg cannot unpack`);
   }
   const written = new Set<string>();
+  const { x: extract } = await import('tar'); // loaded when needed: ~40 ms of start-up otherwise
   const unpack = extract({
     cwd: dir,
     strict: true,

@@ -177,14 +177,15 @@ function addEntry(out: EntryMap, e: LayerEntry): void {
  */
 async function walk(root: SourceRoot, hostDir: string, relDir: string, destDir: string, opts: CollectOptions, out: EntryMap): Promise<void> {
   const relOf = (name: string): string => (relDir ? `${relDir}/${name}` : name);
-  const names = readdirSync(hostDir).sort().filter((name) => !(root.ignore?.ignores(relOf(name)) && !root.ignore.hasExceptions));
-  for (const name of names) {
+  const exceptions = root.ignore?.hasExceptions ?? false;
+  for (const name of readdirSync(hostDir).sort()) {
     const rel = relOf(name);
+    const ignored = root.ignore?.ignores(rel) ?? false;
+    if (ignored && !exceptions) continue;
     const host = join(hostDir, name);
     const dest = destDir ? `${destDir}/${name}` : name;
     const st = lstatSync(host, { bigint: true });
     const mode = opts.chmod ?? Number(st.mode & 0o7777n);
-    const ignored = root.ignore?.ignores(rel) ?? false;
     if (st.isDirectory()) {
       // With `!` exceptions an ignored directory may still hold included files.
       if (!ignored) addEntry(out, { path: dest, type: 'dir', mode });
