@@ -7,7 +7,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import { processAlive } from '../content/fsutil.js';
 import type { OpenContext } from '../content/locations.js';
@@ -23,7 +22,7 @@ import { embedImages, parseArchiveLine, registryLayers, type RegistryLayers } fr
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, findIgzip, writeLayer, type Compression } from './layer.js';
-import { LayerQueue } from './layer-queue.js';
+import { LAYERS_AT_ONCE, LayerQueue } from './layer-queue.js';
 import { prepareTarThread } from './tar-thread.js';
 import { parseSealfile } from './parse.js';
 import { plan, planFrom, type Plan, type RunStep } from './plan.js';
@@ -139,8 +138,8 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
   const tmp = join(store.root, `${BUILD_DIR_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { recursive: true });
   const added: Descriptor[] = [];
-  // Layers are written two or more at a time (one per core), logged and recorded in step order.
-  const queue = new LayerQueue<WrittenLayer>(availableParallelism(), (l) => log(l.line), opts.signal);
+  // Layers are written a few at a time, logged and recorded in step order.
+  const queue = new LayerQueue<WrittenLayer>(LAYERS_AT_ONCE, (l) => log(l.line), opts.signal);
   try {
     const ignore = await loadIgnore(contextDir);
     const contextRoot: SourceRoot = { dir: contextDir, label: 'the build context', ignore, kind: 'context' };

@@ -7,6 +7,14 @@
  * When one write fails, the others are stopped; stop() waits for all of them,
  * so no write is still running when the build cleans up.
  */
+/**
+ * Layers a build writes at once. Two keep two cores busy (a compressor
+ * program, and the tar threads and hashing); more would add memory per layer
+ * (pages, a compressor's run-ahead, members in flight) on a machine with many
+ * cores, where one build should still stay within a couple of hundred MB.
+ */
+export const LAYERS_AT_ONCE = 2;
+
 export class LayerQueue<T> {
   private readonly slots: Array<Promise<T>> = [];
   private readonly running = new Set<Promise<void>>();

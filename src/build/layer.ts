@@ -205,7 +205,8 @@ class ParallelGzip {
   private pendingSize = 0;
   private pendingStored = false;
   private readonly inFlight: Array<Promise<Buffer>> = [];
-  private readonly parallel = availableParallelism() + 1;
+  // libuv's thread pool runs 4 deflates at once by default: more members in flight would only hold memory.
+  private readonly parallel = Math.min(availableParallelism(), 4) + 1;
 
   constructor(
     private readonly level: number,

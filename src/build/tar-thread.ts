@@ -2,12 +2,12 @@
  * A layer's tar, made on a worker thread (tar-worker.ts says why) and taken
  * here as chunks: runs of a page that are, or are not, already-compressed file
  * bytes. The worker also hashes the tar, so the diffID costs this thread
- * nothing. Threads are kept in a pool of one per core, as many as layers are
- * written at once, and do not keep the process alive when idle.
+ * nothing. Threads are kept in a pool, one per layer written at once
+ * (LAYERS_AT_ONCE), and do not keep the process alive when idle.
  */
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { SealimgError } from '../errors.js';
+import { LAYERS_AT_ONCE } from './layer-queue.js';
 import type { Claim, LayerEntry, TarChunk } from './tar-writer.js';
 import type { FromTarWorker, ThreadError, ToTarWorker } from './tar-worker.js';
 
@@ -19,7 +19,8 @@ interface Slot {
   job?: (m: Message) => void;
 }
 
-const POOL_SIZE = Math.max(2, availableParallelism());
+/** One thread per layer being written; a caller beyond that waits for one. */
+const POOL_SIZE = LAYERS_AT_ONCE;
 const slots: Slot[] = [];
 const waiting: Array<(s: Slot) => void> = [];
 let nextId = 0;
