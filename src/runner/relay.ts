@@ -38,7 +38,7 @@ import { SealimgError } from '../errors.js';
 import { recordSent, type SentBatch } from './distribute.js';
 import type { RunHost } from './hosts.js';
 import { randomId, shellQuote, type SshSession } from './ssh.js';
-import { STREAM_CHECKED, receiveCommand } from './upload.js';
+import { STREAM_CHECKED, receiveScript } from './upload.js';
 
 const RELAY_ROOT = '/var/lib/sealimg/relay';
 const RETRY_PAUSE_MS = 1000;
@@ -51,20 +51,21 @@ export interface RelayResult {
 }
 
 /**
- * A host's stream server: `perl -e SERVER DIR TOKEN ADDRESS ALLOWED...`. It listens on ADDRESS (any port),
- * writes the port to DIR/port, and for a connection from an allowed address that sends "TOKEN N\n" sends
- * DIR/N.tar and closes; while only DIR/N.tar.part exists (the stream is still coming in) it sends that as
- * it grows, until it is renamed (whole) or removed (failed: the reader gets a short stream). It stops when its stdin ends (the operator closed the channel, or died and sshd
- * closed it) and after 12 hours whatever happens.
+ * A host's stream server: `perl -e SERVER DIR TOKEN ADDRESS DROP ALLOWED...`. It listens on ADDRESS (any
+ * port), prints the port on stdout, and for a connection from an allowed address that sends "TOKEN N\n"
+ * sends DIR/N.tar and closes; while only DIR/N.tar.part exists (the stream is still coming in) it sends that
+ * as it grows, until it is renamed (whole) or removed (failed: the reader gets a short stream). With DROP
+ * 1 (a host of the chain, which serves only the next one) it removes DIR/N.tar once it has sent it whole:
+ * the next host falls back to master0, never back here. It stops when its stdin ends (the operator closed
+ * the channel, or died and sshd closed it) and after 12 hours whatever happens.
  */
 const SERVER = String.raw`
 use strict; use warnings; use IO::Socket::IP; use IO::Select; use POSIX ();
-my ($dir, $token, $addr, @from) = @ARGV;
+my ($dir, $token, $addr, $drop, @from) = @ARGV;
 my %from = map { $_ => 1 } @from;
 my $l = IO::Socket::IP->new(Listen => 64, LocalHost => $addr, LocalPort => 0, ReuseAddr => 1) or die "cannot listen on $addr: $@\n";
-open(my $p, '>', "$dir/port.tmp") or die "$dir: $!\n";
-print $p $l->sockport, "\n"; close($p) or die "$dir: $!\n";
-rename("$dir/port.tmp", "$dir/port") or die "$dir: $!\n";
+$| = 1;
+print $l->sockport, "\n";
 $SIG{CHLD} = 'IGNORE';
 my $sel = IO::Select->new($l, \*STDIN);
 my $end = time + 12 * 3600;
@@ -96,7 +97,7 @@ sub serve {
     return unless defined $n;
     if ($n == 0) {
       # At the end of what is written so far: the stream is whole once renamed, and failed once gone.
-      if (-e $whole) { $n = sysread($f, $buf, 1 << 20); return unless defined $n; last if $n == 0; }
+      if (-e $whole) { $n = sysread($f, $buf, 1 << 20); return unless defined $n; if ($n == 0) { unlink($whole) if $drop; last; } }
       elsif (-e $part && time - $moved < 600) { select(undef, undef, undef, 0.02); next; }
       else { return; }
     }
@@ -125,51 +126,70 @@ for (;;) {
 }
 `;
 
-/** The command a host runs to serve the streams in `dir` on `address` to `from` (exported for its test). */
-export function serverCommand(dir: string, token: string, address: string, from: string[]): string {
-  return `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }; exec perl -e ${shellQuote(SERVER)} ${[dir, token, address, ...from].map(shellQuote).join(' ')} >/dev/null`;
+/**
+ * The command a host runs to serve the streams in `dir` (made if missing) on `address` to `from`; `drop` on a
+ * host of the chain (exported for its test).
+ */
+export function serverCommand(dir: string, token: string, address: string, drop: boolean, from: string[]): string {
+  return [
+    `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
+    `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit 1`,
+    `exec perl -e ${shellQuote(SERVER)} ${[dir, token, address, drop ? '1' : '0', ...from].map(shellQuote).join(' ')}`,
+  ].join('\n');
 }
 
 /** Where a host keeps the streams it serves (and, on master0, where the upload keeps them). */
 const streamDir = (id: string) => `${RELAY_ROOT}/${id}`;
 const streamPath = (id: string, index: number) => `${streamDir(id)}/${index}.tar`;
 
+/** Exit code of relayCommand when the batch did not arrive as the operator sent it (the fetch, or its check, failed). */
+export const FETCH_FAILED = 3;
+
 /**
- * The command a host runs to take batch n from the server at address:port into dir/N.tar.part (root-only),
- * as it comes (exported for its test).
+ * The one command a host runs for batch n (each SSH command costs a login shell on the host, which the
+ * 5-host bench showed as a third of all CPU when a batch took four): fetch it from the server at
+ * address:port into dir/N.tar.part (root-only) as it comes; read the operator's "SHA256 BYTES STAGING" for
+ * it from stdin (the operator knows it once master0 has the whole batch, often after the fetch began);
+ * check the stream against it, and only if it matches unpack it as a direct upload is, less the
+ * file-by-file check (STREAM_CHECKED) that the stream's sha256 covers. When `serve`, the checked stream is
+ * renamed dir/N.tar for the host's own server to send on; else it goes. Exits FETCH_FAILED, leaving
+ * nothing, when the stream is not what was sent (exported for its test).
  */
-export function fetchCommand(address: string, port: number, token: string, index: number, dir: string): string {
+export function relayCommand(address: string, port: number, token: string, index: number, dir: string, from: string, remoteDir: string, serve: boolean): string {
   const part = shellQuote(`${dir}/${index}.tar.part`);
   const args = [address, String(port), token, String(index)].map(shellQuote).join(' ');
+  const refuse = (why: string) => `{ echo ${why} >&2; rm -f -- ${part}; exit ${FETCH_FAILED}; }`;
   return [
-    `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
-    `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit 1`,
-    `if ! perl -e ${shellQuote(CLIENT)} ${args} > ${part}; then rm -f -- ${part}; exit 1; fi`,
-  ].join('\n');
-}
-
-/**
- * The command that checks a fetched batch against the operator's sha256 of the stream: only a stream that
- * matches becomes dir/N.tar (exported for its test).
- */
-export function verifyCommand(b: Pick<SentBatch, 'index' | 'stream'>, from: string, dir: string): string {
-  const part = shellQuote(`${dir}/${b.index}.tar.part`);
-  return [
+    `command -v perl >/dev/null || { echo 'no perl' >&2; exit ${FETCH_FAILED}; }`,
+    `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit ${FETCH_FAILED}`,
+    `perl -e ${shellQuote(CLIENT)} ${args} > ${part} || ${refuse(`"batch ${index}: fetching from ${from} failed"`)}`,
+    `read -r want bytes T || ${refuse(`'batch ${index}: the operator sent no sha256 for it'`)}`,
+    // The staging name is ours (upload.ts: .sealimg- and hex); anything else is not used in a path.
+    `case "\${T#.sealimg-}" in ''|*[!0-9a-f]*) ${refuse(`'batch ${index}: a bad staging name'`)};; esac`,
     // openssl where it is (4x sha256sum's speed here, see upload.ts), else coreutils.
     `sum=$( { openssl dgst -sha256 -r ${part} 2>/dev/null || sha256sum ${part}; } | cut -c1-64)`,
-    `if [ "$sum" != ${b.stream.sha256} ]; then echo "batch ${b.index} from ${from} is not the stream the operator sent ($(wc -c < ${part} 2>/dev/null || echo 0) of ${b.stream.bytes} bytes, sha256 $sum)" >&2; rm -f -- ${part}; exit 1; fi`,
-    `mv -f -- ${part} ${shellQuote(`${dir}/${b.index}.tar`)}`,
+    `[ "$sum" = "$want" ] || ${refuse(`"batch ${index} from ${from} is not the stream the operator sent ($(wc -c < ${part} 2>/dev/null || echo 0) of $bytes bytes, sha256 $sum)"`)}`,
+    // Opened before it is renamed: the server here may send N.tar on and drop it before tar gets to read it.
+    `exec 3< ${part}`,
+    serve ? `mv -f -- ${part} ${shellQuote(`${dir}/${index}.tar`)}` : `rm -f -- ${part}`,
+    `( export ${STREAM_CHECKED}=1; ${receiveScript(remoteDir)}
+) <&3`,
   ].join('\n');
 }
 
-/**
- * The command that unpacks a fetched batch (dir/N.tar) into `remoteDir` as a direct upload is, less the
- * file-by-file check (STREAM_CHECKED) that the stream's sha256 already covered; the stream stays for the next
- * host when `keep`, else it goes (exported for its test).
- */
-export function unpackCommand(b: Pick<SentBatch, 'index' | 'tmp'>, remoteDir: string, dir: string, keep: boolean): string {
-  const f = shellQuote(`${dir}/${b.index}.tar`);
-  return `( export ${STREAM_CHECKED}=1; ${receiveCommand(remoteDir, b.tmp)}\n) < ${f}; rc=$?; ${keep ? '' : `rm -f -- ${f}; `}exit $rc`;
+/** The line relayCommand reads from stdin for batch `b`. */
+export function streamLine(b: Pick<SentBatch, 'stream' | 'tmp'>): string {
+  return `${b.stream.sha256} ${b.stream.bytes} ${b.tmp}\n`;
+}
+
+/** A relayed batch that failed; `fetch` when it did not arrive as sent (worth fetching again from master0). */
+class RelayFetchError extends SealimgError {
+  constructor(
+    readonly fetch: boolean,
+    message: string,
+  ) {
+    super('HOST_STEP_FAILED', message);
+  }
 }
 
 /** A host of the chain: it serves the batches it gets to the next one, as they come in. */
@@ -191,11 +211,23 @@ interface Source {
 const START_WAIT_MS = 30_000;
 
 /** Starts a stream server for `dir` on `host`, allowing `next`; its port, and how to stop it. */
-async function startServer(session: SshSession, host: RunHost, dir: string, token: string, next: string[], signal?: AbortSignal): Promise<{ port: number; stop: () => Promise<void> }> {
+async function startServer(session: SshSession, host: RunHost, dir: string, token: string, drop: boolean, next: string[], signal?: AbortSignal): Promise<{ port: number; stop: () => Promise<void> }> {
   const stdin = new PassThrough();
-  const server = session.exec(serverCommand(dir, token, host.ip, next), { stdin, step: 'distribute', label: `serve the relay on ${host.name}`, signal, allowFailure: true });
-  let stopped: string | undefined;
-  void server.then((r) => (stopped = r.stderr.trim() || `exit code ${r.code}`), (e: unknown) => (stopped = e instanceof Error ? e.message : String(e)));
+  let printed = '';
+  let listening: (port: number) => void = () => undefined;
+  const port = new Promise<number>((r) => (listening = r));
+  const server = session.exec(serverCommand(dir, token, host.ip, drop, next), {
+    stdin,
+    step: 'distribute',
+    label: `serve the relay on ${host.name}`,
+    signal,
+    allowFailure: true,
+    onStdout: (b) => {
+      printed += b.toString();
+      const m = /^(\d+)\n/.exec(printed);
+      if (m) listening(Number(m[1]));
+    },
+  });
   const stop = async () => {
     stdin.end();
     // It stops at once when its stdin ends; nothing waits longer than 10 s for it.
@@ -203,15 +235,20 @@ async function startServer(session: SshSession, host: RunHost, dir: string, toke
     await Promise.race([server.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
     clearTimeout(timer);
   };
-  // The server writes its port once it listens: a few hundred ms; bounded, and cut short if it failed.
-  for (let i = 0; i < 100 && stopped === undefined; i++) {
-    const r = await session.exec(`cat ${shellQuote(`${dir}/port`)} 2>/dev/null`, { step: 'distribute', label: `wait for the relay on ${host.name}`, signal, allowFailure: true });
-    const port = Number(r.stdout.trim());
-    if (r.code === 0 && Number.isInteger(port) && port > 0 && port < 65536) return { port, stop };
-    await sleep(100, signal);
-  }
+  // It prints its port once it listens: a few hundred ms. One that exits first failed; one that says nothing for 10 s is stopped.
+  let timer: NodeJS.Timeout | undefined;
+  const first = await Promise.race([
+    port.then((p) => ({ port: p })),
+    server.then(
+      (r) => ({ failed: r.stderr.trim() || `exit code ${r.code}` }),
+      (e: unknown) => ({ failed: e instanceof Error ? e.message : String(e) }),
+    ),
+    new Promise<{ failed: string }>((r) => (timer = setTimeout(() => r({ failed: 'no port after 10 s' }), 10_000))),
+  ]);
+  clearTimeout(timer);
+  if ('port' in first && first.port > 0 && first.port < 65536) return { port: first.port, stop };
   await stop();
-  throw new SealimgError('HOST_STEP_FAILED', `${host.name}: the relay did not start: ${stopped ?? 'no port after 10 s'}`);
+  throw new SealimgError('HOST_STEP_FAILED', `${host.name}: the relay did not start: ${'failed' in first ? first.failed : `port ${first.port}`}`);
 }
 
 export class Relay {
@@ -240,7 +277,7 @@ export class Relay {
     // Two runs at once on one cluster are not supported, so whatever an earlier relay left is stale.
     await master0.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(streamDir(id))}`, { step: 'distribute', label: 'make the relay dir on master0', signal });
     const relay = new Relay(id, { host: from, session: master0, starting: false, started: new Set(), done: false }, targets);
-    const server = await startServer(master0, from, streamDir(id), relay.token, targets.map((t) => t.ip), signal);
+    const server = await startServer(master0, from, streamDir(id), relay.token, false, targets.map((t) => t.ip), signal);
     relay.chain[0]!.port = server.port;
     relay.chain[0]!.stopServer = server.stop;
     return relay;
@@ -335,54 +372,74 @@ export class Relay {
     const out: RelayResult = { files: 0, bytes: 0, from: [] };
     const dir = streamDir(this.id);
     const after = this.targets[i + 1];
-    const run = (command: string, label: string) => session.exec(command, { step: 'distribute', label, signal });
+    const run = (command: string, label: string, stdin?: PassThrough) => session.exec(command, { step: 'distribute', label, signal, stdin });
     try {
-      await run(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)}`, 'make the relay dir');
       if (after) {
         // Without a server here (no perl, say), the next host fetches from master0.
-        const server = await startServer(session, host, dir, this.token, [after.ip], signal).catch(() => undefined);
+        const server = await startServer(session, host, dir, this.token, true, [after.ip], signal).catch(() => undefined);
         self.port = server?.port;
         self.stopServer = server?.stop;
       }
       self.starting = false;
       this.wake();
-      // Batch n+1 is fetched while batch n unpacks.
-      let unpacking: Promise<void> = Promise.resolve();
-      let unpackFailed = false;
-      for (let n = 0; !unpackFailed && (await this.exists(n)); n++) {
-        // Fetch (as it comes in upstream), then check against master0's sha256 once that is known.
-        const take = async (src: Source) => {
+      // Two batches at a time, as a direct upload sends them: one is fetched while the other unpacks.
+      const running = new Set<Promise<void>>();
+      let failure: unknown;
+      // The host's record is read, changed and written whole: one update at a time.
+      let recording: Promise<void> = Promise.resolve();
+      const one = async (n: number): Promise<void> => {
+        // Fetch (as it comes in upstream), check against master0's sha256 (sent on once known), unpack.
+        const take = async (src: Source): Promise<SentBatch> => {
           if (self.port !== undefined) {
             self.started.add(n);
             this.wake();
           }
-          await run(fetchCommand(src.host.ip, src.port!, this.token, n, dir), `relay batch ${n} from ${src.host.name}`);
-          const b = await this.whole(n);
-          await run(verifyCommand(b, src.host.name, dir), `check relayed batch ${n}`);
-          return b;
+          const line = new PassThrough();
+          const done = session.exec(relayCommand(src.host.ip, src.port!, this.token, n, dir, src.host.name, remoteDir, self.port !== undefined), {
+            step: 'distribute',
+            label: `relay batch ${n} from ${src.host.name} into ${remoteDir}`,
+            signal,
+            stdin: line,
+            allowFailure: true,
+          });
+          let b: SentBatch;
+          try {
+            b = await this.whole(n);
+            line.end(streamLine(b));
+          } finally {
+            // Without the line (master0 failed) the command removes what it fetched and fails.
+            if (!line.writableEnded) line.end();
+          }
+          const r = await done;
+          if (r.code === 0) return b;
+          throw new RelayFetchError(r.code === FETCH_FAILED, `${host.name}: relaying batch ${n} from ${src.host.name} failed: ${r.stderr.trim().split('\n').slice(-3).join('; ') || `exit code ${r.code}`}`);
         };
         const src = await this.sourceFor(i, n);
-        // One more try, from master0 after a pause: a failed fetch or check leaves nothing behind.
+        // A stream that did not arrive as sent gets one more try, from master0 after a pause; it left nothing behind.
         const [b, used] = await take(src).then(
           (b) => [b, src] as const,
-          async () => {
+          async (e: unknown) => {
+            if (!(e instanceof RelayFetchError && e.fetch)) throw e;
             await sleep(RETRY_PAUSE_MS, signal);
             return [await take(this.chain[0]!), this.chain[0]!] as const;
           },
         );
-        // The host before (not master0: every host's fallback) needs its copy no longer.
-        if (used !== this.chain[0]) void used.session!.exec(`rm -f -- ${shellQuote(streamPath(this.id, n))}`, { step: 'distribute', label: `drop relayed batch ${n}`, allowFailure: true, timeoutMs: 20_000 }).catch(() => undefined);
         if (!out.from.includes(used.host.name)) out.from.push(used.host.name);
-        unpacking = unpacking.then(async () => {
-          await run(unpackCommand(b, remoteDir, dir, self.port !== undefined), `unpack relayed batch ${n} into ${remoteDir}`);
-          await recordSent(statePath, remoteDir, b.files);
-          out.files += b.files.length;
-          out.bytes += b.bytes;
+        recording = recording.then(() => recordSent(statePath, remoteDir, b.files));
+        await recording;
+        out.files += b.files.length;
+        out.bytes += b.bytes;
+      };
+      for (let n = 0; failure === undefined && (await this.exists(n)); n++) {
+        const p: Promise<void> = one(n).catch((e: unknown) => {
+          failure ??= e;
         });
-        // A failed unpack stops the fetching too (and fails the replay below).
-        unpacking.catch(() => (unpackFailed = true));
+        running.add(p);
+        void p.then(() => running.delete(p));
+        while (running.size >= 2 && failure === undefined) await Promise.race(running);
       }
-      await unpacking;
+      await Promise.all(running);
+      if (failure !== undefined) throw failure;
     } finally {
       self.starting = false;
       self.done = true;

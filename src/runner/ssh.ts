@@ -69,6 +69,8 @@ export interface ExecOptions {
   signal?: AbortSignal;
   /** How much of each stream the result keeps (the tail; default 1 MiB). The log keeps all. */
   maxOutputBytes?: number;
+  /** Sees stdout as it comes, for a command that reports something before it ends (a server's port). */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 export interface ExecResult {
@@ -453,7 +455,10 @@ export class SshSession {
       const onAbort = () => fail(new SealimgError('ABORTED', `${this.name}: aborted`));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       if (opts.signal?.aborted) onAbort();
-      channel.on('data', (b: Buffer) => out.add(b));
+      channel.on('data', (b: Buffer) => {
+        out.add(b);
+        opts.onStdout?.(b);
+      });
       channel.stderr.on('data', (b: Buffer) => err.add(b));
       channel.on('close', () => {
         if (settled || failure) return;

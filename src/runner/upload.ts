@@ -259,7 +259,11 @@ export async function uploadFile(session: SshSession, localFile: string, remoteP
  * renames it into place; on any failure it removes its temp files and exits 1.
  */
 export function receiveCommand(remoteDir: string, tmp: string, opts: { compress?: boolean; tee?: string } = {}): string {
-  const T = shellQuote(tmp);
+  return `T=${shellQuote(tmp)}\n${receiveScript(remoteDir, opts)}`;
+}
+
+/** receiveCommand with the staging name taken from $T, for a caller that learns it on the host (relay.ts). */
+export function receiveScript(remoteDir: string, opts: { compress?: boolean; tee?: string } = {}): string {
   const x = `tar -x${opts.compress ? 'z' : ''} --no-same-owner -f -`;
   // The copy is best effort: a tee that cannot write drops its file, the unpack goes on with the whole stream.
   const part = opts.tee ? shellQuote(`${opts.tee}.part`) : '';
@@ -267,9 +271,9 @@ export function receiveCommand(remoteDir: string, tmp: string, opts: { compress?
   const keep = opts.tee ? ` mv -f -- ${part} ${shellQuote(opts.tee)} 2>/dev/null;` : '';
   return [
     `mkdir -p -- ${shellQuote(remoteDir)} && cd -- ${shellQuote(remoteDir)} || exit 1`,
-    `if ${unpack} && sh ./${T}.sh; then rm -rf -- ./${T} ./${T}.sh ./${T}.sha256;${keep} exit 0; fi`,
+    `if ${unpack} && sh "./$T.sh"; then rm -rf -- "./$T" "./$T.sh" "./$T.sha256";${keep} exit 0; fi`,
     // Whatever failed (the stream, a checksum, a rename), no temp file stays behind.
-    `rm -rf -- ./${T} ./${T}.sh ./${T}.sha256${opts.tee ? ` ${part}` : ''}`,
+    `rm -rf -- "./$T" "./$T.sh" "./$T.sha256"${opts.tee ? ` ${part}` : ''}`,
     'exit 1',
   ].join('\n');
 }

@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, shellQuote, type TestHost, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
-import { fetchCommand, serverCommand, unpackCommand, verifyCommand } from '../../src/runner/relay.js';
+import { relayCommand, serverCommand, streamLine } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -114,19 +114,20 @@ test('the stream server answers only its hosts with the token, sends a stream as
   const [m0, n1, n2] = ctx.hosts.hosts as [TestHost, TestHost, TestHost];
   const dir = '/var/lib/sealimg/relay/t';
   // A stream as upload.ts makes them: files under the staging name, then the script that moves them into place.
-  const made = await m0.sh(`umask 077; mkdir -p ${dir}/s/.sealimg-t && cd ${dir}/s && echo hello > .sealimg-t/greeting && printf 'set -e\\nmv -f ./.sealimg-t/greeting ./greeting\\n' > .sealimg-t.sh && tar -cf ../0.tar .sealimg-t .sealimg-t.sh && rm -rf ${dir}/s && sha256sum ../0.tar | cut -c1-64 && wc -c < ../0.tar`);
+  const made = await m0.sh(`umask 077; mkdir -p ${dir}/s/.sealimg-0a1b2c && cd ${dir}/s && echo hello > .sealimg-0a1b2c/greeting && printf 'set -e\\nmv -f ./.sealimg-0a1b2c/greeting ./greeting\\n' > .sealimg-0a1b2c.sh && tar -cf ../0.tar .sealimg-0a1b2c .sealimg-0a1b2c.sh && rm -rf ${dir}/s && sha256sum ../0.tar | cut -c1-64 && wc -c < ../0.tar`);
   assert.is(made.code, 0, made.stderr);
   const [sha256, bytes] = made.stdout.trim().split('\n') as [string, string];
   const token = randomBytes(16).toString('hex');
   // Its stdin is a pipe from `sleep`: killing the sleep ends it, as the operator closing the channel does.
-  const started = await m0.sh(`( sleep 120 | sh -c ${shellQuote(serverCommand(dir, token, m0.ip, [n1.ip]))} ) >/dev/null 2>${dir}.err & for i in $(seq 50); do [ -s ${dir}/port ] && break; sleep 0.1; done; cat ${dir}/port`);
+  const started = await m0.sh(`( sleep 120 | sh -c ${shellQuote(serverCommand(dir, token, m0.ip, false, [n1.ip]))} ) >${dir}.port 2>${dir}.err & for i in $(seq 50); do [ -s ${dir}.port ] && break; sleep 0.1; done; cat ${dir}.port`);
   const port = Number(started.stdout.trim());
-  assert.ok(port > 0, `the server wrote its port: ${started.stdout}${started.stderr}`);
-  const batch = { index: 0, tmp: '.sealimg-t', stream: { sha256, bytes: Number(bytes) } };
+  assert.ok(port > 0, `the server printed its port: ${started.stdout}${started.stderr}`);
+  const batch = { index: 0, tmp: '.sealimg-0a1b2c', stream: { sha256, bytes: Number(bytes) } };
   const spool = '/var/lib/sealimg/relay/spool';
-  const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean; index?: number } = {}) => {
-    const b = { ...batch, index: opts.index ?? 0, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } };
-    return h.sh(`${fetchCommand(m0.ip, port, opts.token ?? token, b.index, spool)} && ${verifyCommand(b, m0.ip, spool)} && ${unpackCommand(b, '/opt/relayed', spool, opts.keep ?? false)}`);
+  // The operator's sha256 of the stream reaches the fetch on its stdin, as relay.ts sends it once master0 has the batch.
+  const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean; index?: number; tmp?: string } = {}) => {
+    const b = { ...batch, index: opts.index ?? 0, tmp: opts.tmp ?? batch.tmp, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } };
+    return h.sh(`printf ${shellQuote(streamLine(b))} | { ${relayCommand(m0.ip, port, opts.token ?? token, b.index, spool, m0.ip, '/opt/relayed', opts.keep ?? false)}\n}`);
   };
   const state = async (h: TestHost) => (await h.sh('cat /opt/relayed/greeting 2>/dev/null; find /opt/relayed /var/lib/sealimg/relay/spool -mindepth 1 ! -name greeting 2>/dev/null | wc -l')).stdout;
 
@@ -140,6 +141,10 @@ test('the stream server answers only its hosts with the token, sends a stream as
   assert.is.not(wrongSum.code, 0);
   assert.match(wrongSum.stderr, new RegExp(`is not the stream the operator sent \\(${bytes} of ${bytes} bytes, sha256 ${sha256}\\)`));
   assert.is(await state(n1), '0\n', 'nothing of a refused stream is unpacked or kept');
+  const badName = await fetch(n1, { tmp: '.sealimg-../../etc' });
+  assert.is(badName.code, 3, 'a staging name that is not ours is refused before anything is checked or unpacked');
+  assert.match(badName.stderr, /a bad staging name/);
+  assert.is(await state(n1), '0\n');
   const good = await fetch(n1);
   assert.is(good.code, 0, good.stderr);
   assert.is(await state(n1), 'hello\n0\n', 'the right stream lands, and its spool file and staging dir are gone');
@@ -147,7 +152,17 @@ test('the stream server answers only its hosts with the token, sends a stream as
   const kept = await fetch(n1, { keep: true });
   assert.is(kept.code, 0, kept.stderr);
   assert.is((await n1.sh('sha256sum < /var/lib/sealimg/relay/spool/0.tar | cut -c1-64')).stdout.trim(), sha256);
-  await n1.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
+  // Served on from there by a server that drops what it sent whole (a host of the chain); master0's server keeps its copy.
+  const onward = await n1.sh(`( sleep 120 | sh -c ${shellQuote(serverCommand(spool, token, n1.ip, true, [n2.ip]))} ) >${spool}.port 2>/dev/null & for i in $(seq 50); do [ -s ${spool}.port ] && break; sleep 0.1; done; cat ${spool}.port`);
+  const n1port = Number(onward.stdout.trim());
+  assert.ok(n1port > 0, onward.stderr);
+  const relayed = await n2.sh(`printf ${shellQuote(streamLine(batch))} | { ${relayCommand(n1.ip, n1port, token, 0, spool, n1.ip, '/opt/relayed', false)}\n}`);
+  assert.is(relayed.code, 0, relayed.stderr);
+  assert.is(await state(n2), 'hello\n0\n');
+  assert.is((await n1.sh(`ls ${spool}`)).stdout.trim(), '', 'the middle host dropped the stream once it was sent whole');
+  assert.is((await m0.sh(`ls ${dir}`)).stdout.trim(), '0.tar', 'master0 keeps every stream');
+  await n1.sh(`pkill -f 'sleep 120'; rm -rf /opt/relayed /var/lib/sealimg/relay ${spool}.port`);
+  await n2.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
 
   // A stream still coming in is sent as it grows, and ends when it is whole (renamed)...
   const half = Math.floor(Number(bytes) / 2);
@@ -172,7 +187,7 @@ test('the stream server answers only its hosts with the token, sends a stream as
   await m0.sh(`pkill -f 'sleep 120'`);
   const gone = await m0.sh(`for i in $(seq 50); do pgrep -x perl >/dev/null || { echo stopped; break; }; sleep 0.1; done`);
   assert.is(gone.stdout.trim(), 'stopped', 'the server stops when its stdin ends');
-  await m0.sh(`rm -rf /var/lib/sealimg/relay ${dir}.err`);
+  await m0.sh(`rm -rf /var/lib/sealimg/relay ${dir}.err ${dir}.port`);
   await n1.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
 });
 
