@@ -18,7 +18,7 @@ import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/ty
 import { LayerCache } from './cache.js';
 import { copyEntries } from './copy-step.js';
 import { discoverImages } from './discover.js';
-import { embedImages, parseArchiveLine, registryLayers, type RegistryLayers } from './embed.js';
+import type { RegistryLayers } from './embed.js';
 import { loadIgnore, type IgnoreRules } from './ignore.js';
 import { hostPlatform, loadImage, parsePlatformText, pushJson } from './images.js';
 import { GZIP_LEVEL, findIgzip, writeLayer, type Compression } from './layer.js';
@@ -233,6 +233,8 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       if ((found.length || archives.length) && opts.embed) {
         const dir = join(tmp, 'registry');
         log(`STEP embed: ${found.length + archives.length} image(s) into /registry`);
+        // Loaded only for a build that embeds images: the copy machinery is a fifth of the build command's start-up.
+        const { embedImages, parseArchiveLine, registryLayers } = await import('./embed.js');
         const fromArchives = archives.map((line) => parseArchiveLine(line, join(contextDir, 'images', 'skopeo')));
         await embedImages(found, dir, { open: opts.embed.open, platform, allPlatforms: opts.embed.allPlatforms, concurrency: opts.embed.concurrency, signal: opts.signal, log }, fromArchives);
         const split = opts.embed.registryLayers ?? 'split';

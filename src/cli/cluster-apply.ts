@@ -6,7 +6,7 @@ import type { ApplyOptions } from '../runner/apply.js';
 import { sealimgVersion } from '../version.js';
 import { needArgs, type Command, type Context } from './command.js';
 import { CLUSTER_HELP, CLUSTER_OPTIONS, clusterDir, say } from './cluster-flags.js';
-import { registryOptions } from './transfer.js';
+import { registryOptions } from './registry-flags.js';
 
 export async function applyOptions(ctx: Context, flags: Record<string, unknown>, store: OciLayoutStore): Promise<ApplyOptions> {
   return {

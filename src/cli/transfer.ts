@@ -15,6 +15,7 @@ import { parseReference, referenceName } from '../oci/reference.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { Context, Options } from './command.js';
 import { progressReporter } from './progress.js';
+import { registryOptions } from './registry-flags.js';
 
 /** Chunked uploads in progress, kept in the local store so a killed push resumes. */
 const UPLOADS_DIR = '.uploads';
@@ -43,36 +44,6 @@ export const TRANSFER_HELP = `  -q, --quiet            no progress output
       --retry-times N    attempts after a failed request (default 5; 0 for none)
       --chunk-size SIZE  upload large blobs in chunks of SIZE (default 16MiB), e.g. 4MiB
       --referrers        also copy the image's referrers (signatures, SBOMs)`;
-
-/** Registry transport settings from the shared flags. */
-export function registryOptions(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): RegistryOptions {
-  const tls = flags['tls-verify'] as string | undefined;
-  if (tls !== undefined && tls !== 'true' && tls !== 'false') throw new SealimgError('USAGE', `--tls-verify "${tls}" must be true or false`);
-  const retry = flags['retry-times'] as string | undefined;
-  const retryTimes = retry === undefined ? undefined : Number(retry);
-  if (retryTimes !== undefined && (!Number.isInteger(retryTimes) || retryTimes < 0 || retryTimes > 100)) {
-    throw new SealimgError('USAGE', `--retry-times "${retry}" must be a whole number from 0 to 100`);
-  }
-  const chunk = flags['chunk-size'] as string | undefined;
-  return {
-    plainHttp: Boolean(flags['plain-http']),
-    tlsVerify: tls !== 'false',
-    caFile: flags['ca-file'] as string | undefined,
-    authFile: flags.authfile as string | undefined,
-    retryTimes,
-    chunkSize: chunk === undefined ? undefined : parseSize(chunk, '--chunk-size'),
-    env,
-  };
-}
-
-/** `4194304`, `4MiB`, `4M`, `512KiB`: binary units, as chunk caps are stated. */
-export function parseSize(s: string, flag: string): number {
-  const m = /^(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)$/i.exec(s.trim());
-  const unit = m?.[2]?.toLowerCase().charAt(0) ?? '';
-  const n = m ? Number(m[1]) * ({ '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]! : NaN;
-  if (!Number.isSafeInteger(n) || n < 1024) throw new SealimgError('USAGE', `${flag} "${s}" must be a size of at least 1KiB, like 4MiB`);
-  return n;
-}
 
 export function parsePlatform(s: string | undefined): Platform | undefined {
   if (s === undefined) return undefined;

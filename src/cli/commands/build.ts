@@ -6,7 +6,7 @@ import { openLocalStore } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
 import { normalizeReference } from '../../oci/reference.js';
 import { needArgs, type Command } from '../command.js';
-import { registryOptions } from '../transfer.js';
+import { registryOptions } from '../registry-flags.js';
 
 /** `K=V` flags into a record; `K` alone takes the value from the environment, as docker's --build-arg does. */
 function keyValues(list: unknown, flag: string, env: NodeJS.ProcessEnv, fromEnv: boolean): Record<string, string> {

@@ -9,7 +9,7 @@ import { saveCredentials } from '../../auth/authfile.js';
 import { RegistryClient } from '../../content/registry-client.js';
 import { SealimgError } from '../../errors.js';
 import { needArgs, type Command, type Context } from '../command.js';
-import { registryOptions } from '../transfer.js';
+import { registryOptions } from '../registry-flags.js';
 import { readPassword, readStdin } from '../prompt.js';
 
 const command: Command = {

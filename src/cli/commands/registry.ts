@@ -6,7 +6,8 @@ import { defaultRoot } from '../../content/local.js';
 import { SealimgError } from '../../errors.js';
 import type { RequestLog } from '../../../registry/handler.js';
 import { needArgs, type Command, type Context } from '../command.js';
-import { TRANSFER_HELP, TRANSFER_OPTIONS, parseConcurrency, registryOptions } from '../transfer.js';
+import { registryOptions } from '../registry-flags.js';
+import { TRANSFER_HELP, TRANSFER_OPTIONS, parseConcurrency } from '../transfer.js';
 
 // sync mirrors images whole: picking one platform out of an index would retag it and never match again.
 const { platform: _platform, ...SYNC_TRANSFER_OPTIONS } = TRANSFER_OPTIONS;
