@@ -15,7 +15,7 @@ import { SealimgError, errnoCode } from '../errors.js';
 import { OCI_CONFIG, OCI_MANIFEST } from '../oci/mediatypes.js';
 import { normalizeReference } from '../oci/reference.js';
 import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
-import { LayerCache } from './cache.js';
+import { LayerCache, type CachedLayer } from './cache.js';
 import { copyEntries } from './copy-step.js';
 import { discoverImages } from './discover.js';
 import type { RegistryLayers } from './embed.js';
@@ -73,9 +73,7 @@ export interface BuildResult {
 }
 
 /** A layer written by this build (or taken from the cache), with its log line. */
-interface WrittenLayer {
-  descriptor: Descriptor;
-  diffId: string;
+interface WrittenLayer extends CachedLayer {
   line: string;
 }
 
@@ -233,7 +231,7 @@ export async function build(store: OciLayoutStore, opts: BuildOptions): Promise<
       if ((found.length || archives.length) && opts.embed) {
         const dir = join(tmp, 'registry');
         log(`STEP embed: ${found.length + archives.length} image(s) into /registry`);
-        // Loaded only for a build that embeds images: the copy machinery is a fifth of the build command's start-up.
+        // Loaded only for a build that embeds images, so the build command starts without the copy code.
         const { embedImages, parseArchiveLine, registryLayers } = await import('./embed.js');
         const fromArchives = archives.map((line) => parseArchiveLine(line, join(contextDir, 'images', 'skopeo')));
         await embedImages(found, dir, { open: opts.embed.open, platform, allPlatforms: opts.embed.allPlatforms, concurrency: opts.embed.concurrency, signal: opts.signal, log }, fromArchives);
