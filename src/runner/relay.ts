@@ -7,20 +7,24 @@
  *
  * While master0 receives each upload batch it keeps the exact stream
  * (upload.ts `tee`) in a root-only dir, and the operator notes the sha256 of
- * the bytes it sent. For the run, master0 and every host in the chain but the
- * last run a small stream server (perl, from perl-base, so on every Debian or
- * Ubuntu host and most others) on their own address, answering only the next
- * host's address and a random token. Each host fetches batch N from the host
- * before it into a root-only file, checks it against the sha256 the operator
- * gave it over SSH, and only then unpacks it with the same receive command as
- * a direct upload (less its file-by-file check, which that sha256 already
- * covers) and keeps it for the next host, whose server drops it once sent:
- * nothing that came over a plain connection is used before it matches what
- * the operator sent. A host whose predecessor failed fetches from master0,
- * which has every batch. All of that is one SSH command per batch
- * (relayCommand): each command starts a login shell on the host, and going
- * from four commands a batch to one took a 5-host run on the test hosts from
- * 85 to 56 CPU-seconds.
+ * the bytes it sent. For the run, every host of the relay runs one agent
+ * (perl, from perl-base, so on every Debian or Ubuntu host and most others):
+ * master0's and every host's in the chain but the last serve the streams on
+ * their own address, answering only the next host's address (master0: any
+ * target's) and a random token. Each host's agent fetches batch N from the
+ * host before it into a root-only file, checks it against the sha256 the
+ * operator gave it over SSH, and only then unpacks it with the same receive
+ * script as a direct upload (less its file-by-file check, which that sha256
+ * already covers) and keeps it for the next host, whose fetch drops it once
+ * sent: nothing that came over a plain connection is used before it matches
+ * what the operator sent. A host whose predecessor failed fetches from
+ * master0, which has every batch.
+ *
+ * The agent is one SSH command per host for the whole relay, told what to
+ * fetch on its stdin, because every SSH command starts a login shell on the
+ * host (on the test hosts, root's .bashrc alone costs 0.2 CPU-seconds). One
+ * command per batch, and a server and a clean-up command per host, was 8
+ * commands a host for the bench tree's 6 batches.
  *
  * Why plain TCP and not ssh from master0 (the first version): on this
  * project's 2-core test machine an OpenSSH hop cost 1.4 CPU-seconds per 128
@@ -33,7 +37,7 @@
  *
  * Everything here is best effort: any failure leaves the host to the direct
  * upload (distribute.ts), which sends only what the host's record still lacks.
- * close() stops the servers and removes the kept streams.
+ * close() stops the agents, which remove the kept streams.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
@@ -55,34 +59,124 @@ export interface RelayResult {
 }
 
 /**
- * A host's stream server: `perl -e SERVER DIR TOKEN ADDRESS DROP ALLOWED...`. It listens on ADDRESS (any
- * port), prints the port on stdout, and for a connection from an allowed address that sends "TOKEN N\n"
- * sends DIR/N.tar and closes; while only DIR/N.tar.part exists (the stream is still coming in) it sends that
- * as it grows, until it is renamed (whole) or removed (failed: the reader gets a short stream). With DROP
- * 1 (a host of the chain, which serves only the next one) it removes DIR/N.tar once it has sent it whole:
- * the next host falls back to master0, never back here. It stops when its stdin ends (the operator closed
- * the channel, or died and sshd closed it) and after 12 hours whatever happens.
+ * A host's relay agent, the one SSH command it runs for the whole relay (each command costs a login shell on
+ * the host: see the header): `perl -e AGENT DIR TOKEN ADDRESS DROP ALLOWED BATCH`.
+ *
+ * Serving (ALLOWED, a comma list of addresses, not empty): it listens on ADDRESS (any port) and, for a
+ * connection from an allowed address that sends "TOKEN N\n", sends DIR/N.tar and closes; while only
+ * DIR/N.tar.part exists (the stream is still coming in) it sends that as it grows, until it is renamed
+ * (whole) or removed (failed: the reader gets a short stream). With DROP 1 (a host of the chain, which
+ * serves only the next one) it removes DIR/N.tar once it has sent it whole: the next host falls back to
+ * master0, never back here. master0, every host's fallback, keeps every stream.
+ *
+ * Fetching, as the operator asks on its stdin:
+ *   "fetch N ADDRESS PORT NAME": fetch batch N from the agent at ADDRESS:PORT (host NAME) into
+ *     DIR/N.tar.part as it comes, then run the shell script BATCH (batchScript) on it, whose stdin gets...
+ *   "sum N SHA256 BYTES STAGING": ...the operator's line for batch N, once master0 has it whole, or
+ *   "cancel N": nothing (master0 failed; the script removes what was fetched and fails).
+ * It answers each fetch with "exit N CODE MESSAGE" (CODE 0 done, FETCH_FAILED when the stream did not arrive
+ * as sent) and says "port P" first (0: not serving). When its stdin ends (the operator closed the channel,
+ * or died and sshd closed it), and after 12 hours whatever happens, it stops its batches, removes DIR and
+ * exits.
  */
-const SERVER = String.raw`
+const AGENT = String.raw`
 use strict; use warnings; use IO::Socket::IP; use IO::Select; use POSIX ();
-my ($dir, $token, $addr, $drop, @from) = @ARGV;
-my %from = map { $_ => 1 } @from;
-my $l = IO::Socket::IP->new(Listen => 64, LocalHost => $addr, LocalPort => 0, ReuseAddr => 1) or die "cannot listen on $addr: $@\n";
+my ($dir, $token, $addr, $drop, $allowed, $script) = @ARGV;
+my %from = map { $_ => 1 } grep { length } split /,/, $allowed;
 $| = 1;
-print $l->sockport, "\n";
-$SIG{CHLD} = 'IGNORE';
-my $sel = IO::Select->new($l, \*STDIN);
-my $end = time + 12 * 3600;
-while (time < $end) {
-  for my $fh ($sel->can_read(60)) {
-    if ($fh != $l) { my $b; exit 0 unless sysread(STDIN, $b, 4096); next; }
-    my $c = $l->accept or next;
-    my $peer = $c->peerhost // ''; $peer =~ s/^::ffff://;
-    my $pid = $from{$peer} ? fork() : undef;
-    if (defined $pid && $pid == 0) { close($l); serve($c); POSIX::_exit(0); }
-    close($c);
+$SIG{PIPE} = 'IGNORE';
+my $l;
+if (%from) { $l = IO::Socket::IP->new(Listen => 64, LocalHost => $addr, LocalPort => 0, ReuseAddr => 1) or print STDERR "cannot listen on $addr: $@\n"; }
+print 'port ', ($l ? $l->sockport : 0), "\n";
+my %batch;  # pid -> N, for the fetches running
+my %sum;    # N -> the pipe to its script's stdin
+my %kids;   # every child, to stop at the end
+$SIG{CHLD} = sub {};  # only to wake the select below; children are reaped there
+my $sel = IO::Select->new(\*STDIN);
+$sel->add($l) if $l;
+my ($in, $end) = ('', time + 12 * 3600);
+LOOP: while (time < $end) {
+  for my $fh ($sel->can_read(5)) {
+    if ($l && $fh == $l) {
+      my $c = $l->accept or next;
+      my $peer = $c->peerhost // ''; $peer =~ s/^::ffff://;
+      my $pid = $from{$peer} ? fork() : undef;
+      if (defined $pid && $pid == 0) { child(); serve($c); POSIX::_exit(0); }
+      $kids{$pid} = 1 if $pid;
+      close($c);
+      next;
+    }
+    my $got = sysread(STDIN, $in, 65536, length $in);
+    next if !defined $got && $!{EINTR};
+    last LOOP unless $got;
+    while ($in =~ s/^([^\n]*)\n//) { order($1); }
+  }
+  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+    my $code = $? & 127 ? 1 : $? >> 8;
+    delete $kids{$pid};
+    my $n = delete $batch{$pid};
+    next unless defined $n;
+    delete $sum{$n};
+    my $why = '';
+    if (open(my $f, '<', "$dir/$n.log")) { my @l = grep { /\S/ } map { chomp; $_ } <$f>; $why = join('; ', @l[($#l > 2 ? $#l - 2 : 0) .. $#l]); }
+    unlink("$dir/$n.log");
+    print "exit $n $code $why\n";
   }
 }
+kill('TERM', map { -$_ } keys %batch);
+kill('TERM', keys %kids);
+1 while waitpid(-1, 0) > 0;
+system('rm', '-rf', '--', $dir);
+rmdir($dir =~ s{/[^/]+$}{}r);
+exit 0;
+
+sub child { close($l) if $l; $sel = undef; $SIG{CHLD} = 'DEFAULT'; }
+
+sub order {
+  my ($line) = @_;
+  if ($line =~ /^fetch ([0-9]{1,4}) (\S+) ([0-9]{1,5}) (\S+)$/ && !exists $sum{$1}) {
+    my ($n, $src, $port, $name) = ($1, $2, $3, $4);
+    pipe(my $r, my $w) or return print "exit $n 1 no pipe: $!\n";
+    my $pid = fork();
+    return print "exit $n 1 cannot fork: $!\n" unless defined $pid;
+    if ($pid == 0) { close($w); child(); fetch($n, $src, $port, $name, $r); }
+    close($r);
+    ($batch{$pid}, $sum{$n}, $kids{$pid}) = ($n, $w, 1);
+  } elsif ($line =~ /^(sum|cancel) ([0-9]{1,4}) ?(.*)$/ && $sum{$2}) {
+    my $w = $sum{$2};
+    syswrite($w, "$3\n") if $1 eq 'sum';
+    close($w);
+    $sum{$2} = 0;
+  }
+}
+
+# A fetch, in its own process group (stopped whole at the end): batch N into DIR/N.tar.part, then BATCH on it.
+sub fetch {
+  my ($n, $src, $port, $name, $r) = @_;
+  POSIX::setsid();
+  my $part = "$dir/$n.tar.part";
+  open(STDIN, '<&', $r) or POSIX::_exit(1);
+  close($r);
+  open(STDOUT, '>', "$dir/$n.log") or POSIX::_exit(1);
+  open(STDERR, '>&', \*STDOUT) or POSIX::_exit(1);
+  my $fail = sub { print STDERR "batch $n: $_[0]\n"; unlink($part); POSIX::_exit(3); };
+  $SIG{ALRM} = sub { $fail->("the relay on $name stopped sending") };
+  my $c = IO::Socket::IP->new(PeerHost => $src, PeerPort => $port, Timeout => 15) or $fail->("cannot reach the relay on $name port $port: $@");
+  open(my $out, '>', $part) or $fail->("cannot write $part: $!");
+  syswrite($c, "$token $n\n") or $fail->("cannot ask $name for it: $!");
+  my $buf;
+  for (;;) {
+    alarm 120;
+    my $got = sysread($c, $buf, 1 << 20);
+    $fail->("reading from the relay on $name: $!") unless defined $got;
+    last if $got == 0;
+    for (my $o = 0; $o < $got;) { my $w = syswrite($out, $buf, $got - $o, $o); $fail->("writing $part: $!") unless defined $w; $o += $w; }
+  }
+  alarm 0;
+  close($out) or $fail->("writing $part: $!");
+  exec('/bin/sh', '-c', $script, 'relay', $n, $name) or $fail->("cannot run sh: $!");
+}
+
 sub serve {
   my ($c) = @_;
   open(STDIN, '<', '/dev/null'); open(STDOUT, '>', '/dev/null'); open(STDERR, '>', '/dev/null');
@@ -111,79 +205,164 @@ sub serve {
 }
 `;
 
-/** A host's fetch: `perl -e CLIENT ADDRESS PORT TOKEN N > FILE`; fails on a refused connection or a 2-minute stall. */
-const CLIENT = String.raw`
-use strict; use warnings; use IO::Socket::IP;
-my ($addr, $port, $token, $n) = @ARGV;
-my $c = IO::Socket::IP->new(PeerHost => $addr, PeerPort => $port, Timeout => 15) or die "cannot reach the relay at $addr port $port: $@\n";
-$c->autoflush(1);
-print $c "$token $n\n";
-$SIG{ALRM} = sub { die "the relay at $addr stopped sending\n" };
-binmode(STDOUT);
-my $buf;
-for (;;) {
-  alarm 120;
-  my $r = sysread($c, $buf, 1 << 20);
-  die "reading from the relay at $addr: $!\n" unless defined $r;
-  last if $r == 0;
-  for (my $o = 0; $o < $r;) { my $w = syswrite(STDOUT, $buf, $r - $o, $o); die "writing the relayed stream: $!\n" unless defined $w; $o += $w; }
-}
-`;
-
-/**
- * The command a host runs to serve the streams in `dir` (made if missing) on `address` to `from`; `drop` on a
- * host of the chain (exported for its test).
- */
-export function serverCommand(dir: string, token: string, address: string, drop: boolean, from: string[]): string {
-  return [
-    `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
-    `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit 1`,
-    `exec perl -e ${shellQuote(SERVER)} ${[dir, token, address, drop ? '1' : '0', ...from].map(shellQuote).join(' ')}`,
-  ].join('\n');
-}
-
-/** Where a host keeps the streams it serves (and, on master0, where the upload keeps them). */
+/** Where every relay keeps its streams on a host (master0's upload keeps them there too). */
 const streamDir = (id: string) => `${RELAY_ROOT}/${id}`;
-const streamPath = (id: string, index: number) => `${streamDir(id)}/${index}.tar`;
 
-/** Exit code of relayCommand when the batch did not arrive as the operator sent it (the fetch, or its check, failed). */
+/** Exit code of a fetch when the batch did not arrive as the operator sent it (the fetch, or its check, failed). */
 export const FETCH_FAILED = 3;
 
 /**
- * The one command a host runs for batch n (each SSH command costs a login shell on the host: see the
- * header): fetch it from the server at
- * address:port into dir/N.tar.part (root-only) as it comes; read the operator's "SHA256 BYTES STAGING" for
- * it from stdin (the operator knows it once master0 has the whole batch, often after the fetch began);
- * check the stream against it, and only if it matches unpack it as a direct upload is, less the
- * file-by-file check (STREAM_CHECKED) that the stream's sha256 covers. When `serve`, the checked stream is
- * renamed dir/N.tar for the host's own server to send on; else it goes. Exits FETCH_FAILED, leaving
- * nothing, when the stream is not what was sent (exported for its test).
+ * The script a host's agent runs on batch $1, fetched from host $2 into dir/$1.tar.part (root-only): read
+ * the operator's "SHA256 BYTES STAGING" for it from stdin, check the stream against it, and only if it
+ * matches unpack it as a direct upload is, less the file-by-file check (STREAM_CHECKED) that the stream's
+ * sha256 covers. When `serve`, the checked stream is renamed dir/N.tar for the agent to send on; else it
+ * goes. Exits FETCH_FAILED, leaving nothing, when the stream is not what was sent.
  */
-export function relayCommand(address: string, port: number, token: string, index: number, dir: string, from: string, remoteDir: string, serve: boolean): string {
-  const part = shellQuote(`${dir}/${index}.tar.part`);
-  const args = [address, String(port), token, String(index)].map(shellQuote).join(' ');
-  const refuse = (why: string) => `{ echo ${why} >&2; rm -f -- ${part}; exit ${FETCH_FAILED}; }`;
+export function batchScript(dir: string, remoteDir: string, serve: boolean): string {
+  const d = shellQuote(dir);
   return [
-    `command -v perl >/dev/null || { echo 'no perl' >&2; exit ${FETCH_FAILED}; }`,
-    `umask 077 && mkdir -p -- ${shellQuote(dir)} || exit ${FETCH_FAILED}`,
-    `perl -e ${shellQuote(CLIENT)} ${args} > ${part} || ${refuse(`"batch ${index}: fetching from ${from} failed"`)}`,
-    `read -r want bytes T || ${refuse(`'batch ${index}: the operator sent no sha256 for it'`)}`,
+    'n=$1 from=$2',
+    `part=${d}/"$n.tar.part"`,
+    `refuse() { echo "batch $n: $1" >&2; rm -f -- "$part"; exit ${FETCH_FAILED}; }`,
+    `read -r want bytes T || refuse 'the operator sent no sha256 for it'`,
     // The staging name is ours (upload.ts: .sealimg- and hex); anything else is not used in a path.
-    `case "\${T#.sealimg-}" in ''|*[!0-9a-f]*) ${refuse(`'batch ${index}: a bad staging name'`)};; esac`,
+    'case "$T" in .sealimg-*) h=${T#.sealimg-} ;; *) h= ;; esac',
+    `case "$h" in ''|*[!0-9a-f]*) refuse 'a bad staging name';; esac`,
     // openssl where it is (4x sha256sum's speed here, see upload.ts), else coreutils.
-    `sum=$( { openssl dgst -sha256 -r ${part} 2>/dev/null || sha256sum ${part}; } | cut -c1-64)`,
-    `[ "$sum" = "$want" ] || ${refuse(`"batch ${index} from ${from} is not the stream the operator sent ($(wc -c < ${part} 2>/dev/null || echo 0) of $bytes bytes, sha256 $sum)"`)}`,
-    // Opened before it is renamed: the server here may send N.tar on and drop it before tar gets to read it.
-    `exec 3< ${part}`,
-    serve ? `mv -f -- ${part} ${shellQuote(`${dir}/${index}.tar`)}` : `rm -f -- ${part}`,
+    `sum=$( { openssl dgst -sha256 -r "$part" 2>/dev/null || sha256sum "$part"; } | cut -c1-64)`,
+    `[ "$sum" = "$want" ] || refuse "from $from is not the stream the operator sent ($(wc -c < "$part" 2>/dev/null || echo 0) of $bytes bytes, sha256 $sum)"`,
+    // Opened before it is renamed: the agent may send N.tar on and drop it before tar gets to read it.
+    'exec 3< "$part"',
+    serve ? `mv -f -- "$part" ${d}/"$n.tar"` : 'rm -f -- "$part"',
     `( export ${STREAM_CHECKED}=1; ${receiveScript(remoteDir)}
 ) <&3`,
   ].join('\n');
 }
 
-/** The line relayCommand reads from stdin for batch `b`. */
-export function streamLine(b: Pick<SentBatch, 'stream' | 'tmp'>): string {
-  return `${b.stream.sha256} ${b.stream.bytes} ${b.tmp}\n`;
+/**
+ * The command that starts a host's agent (AGENT) on `address`, serving `allowed` (none: it only fetches),
+ * with the streams in `dir`; whatever an earlier relay left on the host goes first (two runs at once on
+ * one cluster are not supported). Exported for its test.
+ */
+export function agentCommand(dir: string, token: string, address: string, drop: boolean, allowed: string[], script: string): string {
+  return [
+    `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
+    `umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)} || exit 1`,
+    `exec perl -e ${shellQuote(AGENT)} ${[dir, token, address, drop ? '1' : '0', allowed.join(','), script].map(shellQuote).join(' ')}`,
+  ].join('\n');
+}
+
+/** The "sum" order for batch `b`: what its script reads from stdin. */
+export function sumOrder(b: Pick<SentBatch, 'index' | 'stream' | 'tmp'>): string {
+  return `sum ${b.index} ${b.stream.sha256} ${b.stream.bytes} ${b.tmp}\n`;
+}
+
+/** A fetch's end, as its agent told it: 0, FETCH_FAILED, or another failure; what its script said last. */
+interface Fetched {
+  code: number;
+  message: string;
+}
+
+/** `p`'s value, or `late` once `ms` have passed, whichever comes first; the timer does not outlive the race. */
+async function within<T, L>(p: Promise<T>, ms: number, late: L): Promise<T | L> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<L>((r) => (timer = setTimeout(() => r(late), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A host's running agent: the port it serves on (0: none), the fetches it runs for us, and how to stop it. */
+class Agent {
+  private readonly fetches = new Map<number, (f: Fetched) => void>();
+  private gone?: string;
+
+  private constructor(
+    private readonly host: RunHost,
+    private readonly orders: PassThrough,
+    private readonly ended: Promise<boolean>,
+    readonly port: number,
+  ) {}
+
+  static async start(session: SshSession, host: RunHost, command: string, signal?: AbortSignal): Promise<Agent> {
+    const orders = new PassThrough();
+    let agent: Agent | undefined;
+    let said = '';
+    let listening: (port: number) => void = () => undefined;
+    const port = new Promise<number>((r) => (listening = r));
+    const lines: string[] = [];
+    const exec = session.exec(command, {
+      stdin: orders,
+      step: 'distribute',
+      label: `run the relay agent on ${host.name}`,
+      signal,
+      allowFailure: true,
+      onStdout: (b) => {
+        said += b.toString();
+        const cut = said.lastIndexOf('\n') + 1;
+        lines.push(...said.slice(0, cut).split('\n').slice(0, -1));
+        said = said.slice(cut);
+        for (const line of lines.splice(0)) {
+          const p = /^port (\d+)$/.exec(line);
+          if (p) listening(Number(p[1]));
+          const e = /^exit (\d+) (\d+) ?(.*)$/.exec(line);
+          if (e) agent?.done(Number(e[1]), { code: Number(e[2]), message: e[3]! });
+        }
+      },
+    });
+    // Every fetch still running ends when the agent does.
+    const ended = exec.then(
+      (r) => {
+        agent?.end(r.stderr.trim().split('\n').slice(-3).join('; ') || `exit code ${r.code}`);
+        return r.code === 0;
+      },
+      (e: unknown) => {
+        agent?.end(e instanceof Error ? e.message : String(e));
+        return false;
+      },
+    );
+    // It prints its port at once (a few hundred ms); one that exits first failed, one that says nothing for 10 s is stopped.
+    const first = await within(Promise.race([port, ended.then(() => undefined)]), 10_000, null);
+    if (typeof first === 'number' && first < 65536) return (agent = new Agent(host, orders, ended, first));
+    orders.end();
+    await within(ended, 10_000, false);
+    const r = await exec.catch((e: unknown) => ({ stderr: e instanceof Error ? e.message : String(e), code: -1 }));
+    throw new SealimgError('HOST_STEP_FAILED', `${host.name}: the relay did not start: ${first === null ? 'no port after 10 s' : r.stderr.trim() || `exit code ${r.code}`}`);
+  }
+
+  private done(n: number, f: Fetched): void {
+    const resolve = this.fetches.get(n);
+    this.fetches.delete(n);
+    resolve?.(f);
+  }
+
+  private end(why: string): void {
+    this.gone = `the relay agent on ${this.host.name} ended: ${why}`;
+    for (const n of [...this.fetches.keys()]) this.done(n, { code: -1, message: this.gone });
+  }
+
+  /** Fetches batch n from `src`'s agent; it waits for sum() (or cancel()) before it unpacks anything. */
+  fetch(n: number, src: { host: RunHost; port: number }): Promise<Fetched> {
+    if (this.gone) return Promise.resolve({ code: -1, message: this.gone });
+    const f = new Promise<Fetched>((r) => this.fetches.set(n, r));
+    this.orders.write(`fetch ${n} ${src.host.ip} ${src.port} ${src.host.name.replace(/\s/g, '_')}\n`);
+    return f;
+  }
+
+  sum(b: SentBatch): void {
+    if (!this.gone) this.orders.write(sumOrder(b));
+  }
+
+  cancel(n: number): void {
+    if (!this.gone) this.orders.write(`cancel ${n}\n`);
+  }
+
+  /** Ends the agent (it stops its fetches and removes its streams); whether it did so cleanly within 10 s. */
+  async stop(): Promise<boolean> {
+    this.orders.end();
+    return within(this.ended, 10_000, false);
+  }
 }
 
 /** A relayed batch that failed; `fetch` when it did not arrive as sent (worth fetching again from master0). */
@@ -200,74 +379,30 @@ class RelayFetchError extends SealimgError {
 interface Source {
   host: RunHost;
   session?: SshSession;
-  /** Until its replay has started (or not) its server, the next host waits (at most START_WAIT_MS). */
+  agent?: Agent;
+  /** Until its replay has started (or not) its agent, the next host waits (at most START_WAIT_MS). */
   starting: boolean;
-  /** Set once its server listens. */
+  /** Set once its agent serves. */
   port?: number;
-  stopServer?: () => Promise<void>;
-  /** Batches it is receiving or holds (its server sends a batch as it grows). */
+  /** Batches it is receiving or holds (its agent sends a batch as it grows). */
   started: Set<number>;
   /** It gets no more: failed, or finished. */
   done: boolean;
 }
 
-/** `p`'s value, or `late` once `ms` have passed, whichever comes first; the timer does not outlive the race. */
-async function within<T, L>(p: Promise<T>, ms: number, late: L): Promise<T | L> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<L>((r) => (timer = setTimeout(() => r(late), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** How long a host waits for the one before it to start serving before it fetches from master0 instead. */
 const START_WAIT_MS = 30_000;
-
-/** Starts a stream server for `dir` on `host`, allowing `next`; its port, and how to stop it. */
-async function startServer(session: SshSession, host: RunHost, dir: string, token: string, drop: boolean, next: string[], signal?: AbortSignal): Promise<{ port: number; stop: () => Promise<void> }> {
-  const stdin = new PassThrough();
-  let printed = '';
-  let listening: (port: number) => void = () => undefined;
-  const port = new Promise<number>((r) => (listening = r));
-  const server = session.exec(serverCommand(dir, token, host.ip, drop, next), {
-    stdin,
-    step: 'distribute',
-    label: `serve the relay on ${host.name}`,
-    signal,
-    allowFailure: true,
-    onStdout: (b) => {
-      printed += b.toString();
-      const m = /^(\d+)\n/.exec(printed);
-      if (m) listening(Number(m[1]));
-    },
-  });
-  const stop = async () => {
-    stdin.end();
-    // It stops at once when its stdin ends; nothing waits longer than 10 s for it.
-    await within(server.catch(() => undefined), 10_000, undefined);
-  };
-  // It prints its port once it listens: a few hundred ms. One that exits first failed; one that says nothing for 10 s is stopped.
-  const exited = server.then(
-    (r) => ({ failed: r.stderr.trim() || `exit code ${r.code}` }),
-    (e: unknown) => ({ failed: e instanceof Error ? e.message : String(e) }),
-  );
-  const first = await within(Promise.race([port.then((p) => ({ port: p })), exited]), 10_000, { failed: 'no port after 10 s' });
-  if ('port' in first && first.port > 0 && first.port < 65536) return { port: first.port, stop };
-  await stop();
-  throw new SealimgError('HOST_STEP_FAILED', `${host.name}: the relay did not start: ${'failed' in first ? first.failed : `port ${first.port}`}`);
-}
 
 export class Relay {
   private readonly batches: SentBatch[] = [];
   private failure?: unknown;
   private waiters: Array<() => void> = [];
   private readonly token = randomBytes(16).toString('hex');
+  private readonly dir = streamDir(randomId());
   /** master0 first, then the targets in chain order. */
   private readonly chain: Source[];
 
   private constructor(
-    private readonly id: string,
     master0: Source,
     private readonly targets: RunHost[],
   ) {
@@ -275,24 +410,25 @@ export class Relay {
   }
 
   /**
-   * Starts master0's server for `targets` (chained in this order; every one of them may fall back to
+   * Starts master0's agent for `targets` (chained in this order; every one of them may fall back to
    * master0); undefined (direct upload for everyone) when master0 is not reached as root.
    */
   static async open(master0: SshSession, from: RunHost, targets: RunHost[], signal?: AbortSignal): Promise<Relay | undefined> {
     if (master0.user !== 'root' || targets.length === 0) return undefined;
-    const id = randomId();
-    // Two runs at once on one cluster are not supported, so whatever an earlier relay left is stale.
-    await master0.exec(`umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(streamDir(id))}`, { step: 'distribute', label: 'make the relay dir on master0', signal });
-    const relay = new Relay(id, { host: from, session: master0, starting: false, started: new Set(), done: false }, targets);
-    const server = await startServer(master0, from, streamDir(id), relay.token, false, targets.map((t) => t.ip), signal);
-    relay.chain[0]!.port = server.port;
-    relay.chain[0]!.stopServer = server.stop;
+    const relay = new Relay({ host: from, session: master0, starting: false, started: new Set(), done: false }, targets);
+    const m0 = relay.chain[0]!;
+    m0.agent = await Agent.start(master0, from, agentCommand(relay.dir, relay.token, from.ip, false, targets.map((t) => t.ip), ''), signal);
+    if (m0.agent.port === 0) {
+      await relay.close();
+      throw new SealimgError('HOST_STEP_FAILED', `${from.name}: the relay cannot listen on ${from.ip}`);
+    }
+    m0.port = m0.agent.port;
     return relay;
   }
 
   /** Where master0 keeps batch n's stream. */
   teePath(index: number): string {
-    return streamPath(this.id, index);
+    return `${this.dir}/${index}.tar`;
   }
 
   /** master0 starts receiving batch n (its kept stream grows from now). */
@@ -375,16 +511,12 @@ export class Relay {
     const self = this.chain[i + 1]!;
     self.session = session;
     const out: RelayResult = { files: 0, bytes: 0, from: [] };
-    const dir = streamDir(this.id);
     const after = this.targets[i + 1];
-    const run = (command: string, label: string, stdin?: PassThrough) => session.exec(command, { step: 'distribute', label, signal, stdin });
     try {
-      if (after) {
-        // Without a server here (no perl, say), the next host fetches from master0.
-        const server = await startServer(session, host, dir, this.token, true, [after.ip], signal).catch(() => undefined);
-        self.port = server?.port;
-        self.stopServer = server?.stop;
-      }
+      // An agent that cannot listen (port 0) still fetches; the next host then fetches from master0.
+      const agent = await Agent.start(session, host, agentCommand(this.dir, this.token, host.ip, true, after ? [after.ip] : [], batchScript(this.dir, remoteDir, after !== undefined)), signal);
+      self.agent = agent;
+      if (agent.port > 0) self.port = agent.port;
       self.starting = false;
       this.wake();
       // Two batches at a time, as a direct upload sends them: one is fetched while the other unpacks.
@@ -399,28 +531,20 @@ export class Relay {
             self.started.add(n);
             this.wake();
           }
-          const line = new PassThrough();
-          const done = session.exec(relayCommand(src.host.ip, src.port!, this.token, n, dir, src.host.name, remoteDir, self.port !== undefined), {
-            step: 'distribute',
-            label: `relay batch ${n} from ${src.host.name} into ${remoteDir}`,
-            signal,
-            stdin: line,
-            allowFailure: true,
-          });
-          done.catch(() => undefined); // a lost connection while master0 still receives is seen below, not as unhandled
+          const fetched = agent.fetch(n, { host: src.host, port: src.port! });
           let b: SentBatch;
           try {
             b = await this.whole(n);
           } catch (e) {
-            // Without the line (master0 failed) the command removes what it fetched and fails.
-            line.end();
-            await done.catch(() => undefined);
+            // Without its sum (master0 failed) the fetch removes what it got and fails.
+            agent.cancel(n);
+            await fetched;
             throw e;
           }
-          line.end(streamLine(b));
-          const r = await done;
+          agent.sum(b);
+          const r = await fetched;
           if (r.code === 0) return b;
-          throw new RelayFetchError(r.code === FETCH_FAILED, `${host.name}: relaying batch ${n} from ${src.host.name} failed: ${r.stderr.trim().split('\n').slice(-3).join('; ') || `exit code ${r.code}`}`);
+          throw new RelayFetchError(r.code === FETCH_FAILED, `${host.name}: relaying batch ${n} from ${src.host.name} failed: ${r.message || `exit code ${r.code}`}`);
         };
         const src = await this.sourceFor(i, n);
         // A stream that did not arrive as sent gets one more try, from master0 after a pause; it left nothing behind.
@@ -456,14 +580,15 @@ export class Relay {
     return out;
   }
 
-  /** Stops the servers and removes the kept streams from every host of the chain. */
+  /**
+   * Stops every agent of the chain, which removes its streams; where one did not end cleanly (it was gone
+   * already, or hung), a command removes them.
+   */
   async close(): Promise<void> {
     await Promise.all(
       this.chain.map(async (s) => {
-        await s.stopServer?.();
-        if (!s.session) return;
-        const dir = s === this.chain[0] ? streamDir(this.id) : RELAY_ROOT;
-        await s.session.exec(`rm -rf -- ${shellQuote(dir)}; rmdir ${RELAY_ROOT} 2>/dev/null; true`, {
+        if (!s.session || (s.agent && (await s.agent.stop()))) return;
+        await s.session.exec(`rm -rf -- ${shellQuote(this.dir)}; rmdir ${RELAY_ROOT} 2>/dev/null; true`, {
           step: 'distribute',
           label: 'remove the relay streams',
           timeoutMs: 30_000,

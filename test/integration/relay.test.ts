@@ -1,9 +1,9 @@
 /**
  * Distribution by relay (src/runner/relay.ts) on three test hosts: the
  * operator sends the tree to master0 once, the nodes fetch the same streams
- * from master0's stream server, and afterwards no server, kept stream or
- * spool file is left anywhere. Then the server and the fetch on their own:
- * who may fetch, and a stream that is not what the operator sent is refused.
+ * from master0's agent, and afterwards no agent, kept stream or spool file
+ * is left anywhere. Then the agents on their own: who may fetch, and a
+ * stream that is not what the operator sent is refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { SEALIMG, run, sealimg } from '../helpers/cli.js';
 import { cleanupStaleHosts, createTestHosts, shellQuote, type TestHost, type TestHosts } from '../helpers/hosts.js';
 import { clusterTinyContext } from '../helpers/cluster-tiny.js';
-import { relayCommand, serverCommand, streamLine } from '../../src/runner/relay.js';
+import { FETCH_FAILED, agentCommand, batchScript, sumOrder } from '../../src/runner/relay.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('distribution by relay from master0');
@@ -110,85 +110,116 @@ test('a node whose relay fails gets the tree directly and says why; the node aft
   assert.is((await runSealimg(['reset'])).code, 0);
 });
 
-test('the stream server answers only its hosts with the token, sends a stream as it grows, a stream that is not what was sent is refused, and it stops when its stdin ends', async () => {
+/** A relay agent on `h` (AGENT), its stdin a FIFO that a sleep holds open (killing the sleep ends it, as the operator closing the channel does); its port. */
+async function startAgent(h: TestHost, token: string, dir: string, drop: boolean, allowed: string[], script: string): Promise<number> {
+  const command = agentCommand(dir, token, h.ip, drop, allowed, script);
+  // One agent a host at a time: an earlier one is stopped first (it removes its dir as it goes).
+  await stopAgent(h);
+  const r = await h.sh(
+    `rm -f /tmp/agent.*; mkfifo /tmp/agent.in; (sleep 300 > /tmp/agent.in < /dev/null 2>&1 &); (sh -c ${shellQuote(command)} < /tmp/agent.in > /tmp/agent.out 2> /tmp/agent.err &); for i in $(seq 100); do grep -q '^port ' /tmp/agent.out 2>/dev/null && break; sleep 0.1; done; sed -n 's/^port //p' /tmp/agent.out`,
+  );
+  return Number(r.stdout.trim());
+}
+
+/** Ends the agent's stdin (a command apart: its own command line must not match the pattern); what is left. */
+async function stopAgent(h: TestHost): Promise<string> {
+  await h.sh(`pkill -f 'sleep 30[0]'`);
+  return (await h.sh(`for i in $(seq 50); do pgrep -x perl >/dev/null || { echo stopped; break; }; sleep 0.1; done; ls -A /var/lib/sealimg 2>&1`)).stdout;
+}
+
+/** Orders `h`'s agent to fetch batch n from `src`, gives it `sum` (an order line, or none) and waits for the fetch's end. */
+async function fetchOn(h: TestHost, n: number, src: { ip: string; port: number }, sum: string | undefined, during?: () => Promise<unknown>): Promise<{ code: number; message: string }> {
+  const seen = Number((await h.sh('wc -l < /tmp/agent.out')).stdout.trim());
+  const order = (line: string) => h.sh(`printf '%s\\n' ${shellQuote(line)} > /tmp/agent.in`);
+  await order(`fetch ${n} ${src.ip} ${src.port} ${src.ip}`);
+  await during?.();
+  await order(sum ?? `cancel ${n}`);
+  const r = await h.sh(`for i in $(seq 300); do tail -n +${seen + 1} /tmp/agent.out | grep -q '^exit ${n} ' && break; sleep 0.1; done; tail -n +${seen + 1} /tmp/agent.out | grep -m1 '^exit ${n} '`);
+  const m = /^exit \d+ (\d+) ?(.*)$/.exec(r.stdout.trim());
+  assert.ok(m, `the agent on ${h.hostname} answered the fetch: ${r.stdout}${(await h.sh('cat /tmp/agent.err')).stdout}`);
+  return { code: Number(m![1]), message: m![2]! };
+}
+
+test('the relay agents: a server answers only its hosts with the token and sends a stream as it grows; a fetch unpacks only a stream that is what was sent; a host of the chain drops what it sent on; an agent stops when its stdin ends', async () => {
   const [m0, n1, n2] = ctx.hosts.hosts as [TestHost, TestHost, TestHost];
+  const token = randomBytes(16).toString('hex');
   const dir = '/var/lib/sealimg/relay/t';
+  const port = await startAgent(m0, token, dir, false, [n1.ip], '');
+  assert.ok(port > 0, `master0's agent printed its port: ${(await m0.sh('cat /tmp/agent.out /tmp/agent.err')).stdout}`);
   // A stream as upload.ts makes them: files under the staging name, then the script that moves them into place.
-  const made = await m0.sh(`umask 077; mkdir -p ${dir}/s/.sealimg-0a1b2c && cd ${dir}/s && echo hello > .sealimg-0a1b2c/greeting && printf 'set -e\\nmv -f ./.sealimg-0a1b2c/greeting ./greeting\\n' > .sealimg-0a1b2c.sh && tar -cf ../0.tar .sealimg-0a1b2c .sealimg-0a1b2c.sh && rm -rf ${dir}/s && sha256sum ../0.tar | cut -c1-64 && wc -c < ../0.tar`);
+  const made = await m0.sh(`mkdir -p /tmp/s/.sealimg-0a1b2c && cd /tmp/s && echo hello > .sealimg-0a1b2c/greeting && printf 'set -e\\nmv -f ./.sealimg-0a1b2c/greeting ./greeting\\n' > .sealimg-0a1b2c.sh && tar -cf ${dir}/0.tar .sealimg-0a1b2c .sealimg-0a1b2c.sh && rm -rf /tmp/s && sha256sum ${dir}/0.tar | cut -c1-64 && wc -c < ${dir}/0.tar`);
   assert.is(made.code, 0, made.stderr);
   const [sha256, bytes] = made.stdout.trim().split('\n') as [string, string];
-  const token = randomBytes(16).toString('hex');
-  // Its stdin is a pipe from `sleep`: killing the sleep ends it, as the operator closing the channel does.
-  const started = await m0.sh(`( sleep 120 | sh -c ${shellQuote(serverCommand(dir, token, m0.ip, false, [n1.ip]))} ) >${dir}.port 2>${dir}.err & for i in $(seq 50); do [ -s ${dir}.port ] && break; sleep 0.1; done; cat ${dir}.port`);
-  const port = Number(started.stdout.trim());
-  assert.ok(port > 0, `the server printed its port: ${started.stdout}${started.stderr}`);
   const batch = { index: 0, tmp: '.sealimg-0a1b2c', stream: { sha256, bytes: Number(bytes) } };
-  const spool = '/var/lib/sealimg/relay/spool';
-  // The operator's sha256 of the stream reaches the fetch on its stdin, as relay.ts sends it once master0 has the batch.
-  const fetch = (h: TestHost, opts: { token?: string; sha256?: string; keep?: boolean; index?: number; tmp?: string } = {}) => {
-    const b = { ...batch, index: opts.index ?? 0, tmp: opts.tmp ?? batch.tmp, stream: { ...batch.stream, sha256: opts.sha256 ?? sha256 } };
-    return h.sh(`printf ${shellQuote(streamLine(b))} | { ${relayCommand(m0.ip, port, opts.token ?? token, b.index, spool, m0.ip, '/opt/relayed', opts.keep ?? false)}\n}`);
-  };
-  const state = async (h: TestHost) => (await h.sh('cat /opt/relayed/greeting 2>/dev/null; find /opt/relayed /var/lib/sealimg/relay/spool -mindepth 1 ! -name greeting 2>/dev/null | wc -l')).stdout;
+  const sum = (o: { index?: number; sha256?: string; tmp?: string } = {}) => sumOrder({ index: o.index ?? 0, tmp: o.tmp ?? batch.tmp, stream: { ...batch.stream, sha256: o.sha256 ?? sha256 } }).trim();
+  const m0src = { ip: m0.ip, port };
+  // What a host holds: the unpacked file, then anything else in the target dir or the agent's dir.
+  const state = async (h: TestHost, d: string) => (await h.sh(`cat /opt/relayed/greeting 2>/dev/null; ls -A /opt/relayed ${d} 2>/dev/null | grep -v -e '^greeting$' -e ':$' -e '^$' | sort | tr '\\n' ' '`)).stdout;
 
-  const wrongToken = await fetch(n1, { token: 'not-the-token' });
-  assert.is.not(wrongToken.code, 0, 'a wrong token gets nothing');
-  assert.match(wrongToken.stderr, /is not the stream the operator sent \(0 of \d+ bytes/);
-  const stranger = await fetch(n2);
-  assert.is.not(stranger.code, 0, 'a host the server was not told about gets nothing');
-  assert.is(await state(n2), '0\n', 'and keeps nothing');
-  const wrongSum = await fetch(n1, { sha256: createHash('sha256').update('something else').digest('hex') });
-  assert.is.not(wrongSum.code, 0);
-  assert.match(wrongSum.stderr, new RegExp(`is not the stream the operator sent \\(${bytes} of ${bytes} bytes, sha256 ${sha256}\\)`));
-  assert.is(await state(n1), '0\n', 'nothing of a refused stream is unpacked or kept');
-  const badName = await fetch(n1, { tmp: '.sealimg-../../etc' });
-  assert.is(badName.code, 3, 'a staging name that is not ours is refused before anything is checked or unpacked');
-  assert.match(badName.stderr, /a bad staging name/);
-  assert.is(await state(n1), '0\n');
-  const good = await fetch(n1);
-  assert.is(good.code, 0, good.stderr);
-  assert.is(await state(n1), 'hello\n0\n', 'the right stream lands, and its spool file and staging dir are gone');
-  // A host in the middle of a chain keeps the checked stream for the next one.
-  const kept = await fetch(n1, { keep: true });
-  assert.is(kept.code, 0, kept.stderr);
-  assert.is((await n1.sh('sha256sum < /var/lib/sealimg/relay/spool/0.tar | cut -c1-64')).stdout.trim(), sha256);
-  // Served on from there by a server that drops what it sent whole (a host of the chain); master0's server keeps its copy.
-  const onward = await n1.sh(`( sleep 120 | sh -c ${shellQuote(serverCommand(spool, token, n1.ip, true, [n2.ip]))} ) >${spool}.port 2>/dev/null & for i in $(seq 50); do [ -s ${spool}.port ] && break; sleep 0.1; done; cat ${spool}.port`);
-  const n1port = Number(onward.stdout.trim());
-  assert.ok(n1port > 0, onward.stderr);
-  const relayed = await n2.sh(`printf ${shellQuote(streamLine(batch))} | { ${relayCommand(n1.ip, n1port, token, 0, spool, n1.ip, '/opt/relayed', false)}\n}`);
-  assert.is(relayed.code, 0, relayed.stderr);
-  assert.is(await state(n2), 'hello\n0\n');
-  assert.is((await n1.sh(`ls ${spool}`)).stdout.trim(), '', 'the middle host dropped the stream once it was sent whole');
+  // n1, a host of the chain: fetches, and serves what it got to n2 only, dropping it once sent.
+  const spool = '/var/lib/sealimg/relay/spool';
+  const n1port = await startAgent(n1, token, spool, true, [n2.ip], batchScript(spool, '/opt/relayed', true));
+  assert.ok(n1port > 0);
+  const wrongToken = await startAgent(n2, 'not-the-token', spool, true, [], batchScript(spool, '/opt/relayed', false)).then(() => fetchOn(n2, 0, { ip: n1.ip, port: n1port }, sum()));
+  assert.is(wrongToken.code, FETCH_FAILED, 'a wrong token gets nothing');
+  assert.match(wrongToken.message, /is not the stream the operator sent \(0 of \d+ bytes/);
+  const stranger = await fetchOn(n2, 0, m0src, sum());
+  assert.is(stranger.code, FETCH_FAILED, 'a host the server was not told about gets nothing');
+  assert.is(await state(n2, spool), '', 'and keeps nothing');
+  const wrongSum = await fetchOn(n1, 0, m0src, sum({ sha256: createHash('sha256').update('something else').digest('hex') }));
+  assert.is(wrongSum.code, FETCH_FAILED);
+  assert.match(wrongSum.message, new RegExp(`is not the stream the operator sent \\(${bytes} of ${bytes} bytes, sha256 ${sha256}\\)`));
+  assert.is(await state(n1, spool), '', 'nothing of a refused stream is unpacked or kept');
+  const badName = await fetchOn(n1, 0, m0src, sum({ tmp: '.sealimg-../../etc' }));
+  assert.is(badName.code, FETCH_FAILED, 'a staging name that is not ours is refused before anything is checked or unpacked');
+  assert.match(badName.message, /a bad staging name/);
+  const notOurs = await fetchOn(n1, 0, m0src, sum({ tmp: 'abc123' }));
+  assert.match(notOurs.message, /a bad staging name/);
+  const cancelled = await fetchOn(n1, 0, m0src, undefined);
+  assert.is(cancelled.code, FETCH_FAILED);
+  assert.match(cancelled.message, /the operator sent no sha256 for it/);
+  assert.is(await state(n1, spool), '');
+  const good = await fetchOn(n1, 0, m0src, sum());
+  assert.is(good.code, 0, good.message);
+  assert.is(await state(n1, spool), 'hello\n0.tar ', 'the right stream lands, its staging dir is gone, and the checked stream is kept to send on');
+  assert.is((await n1.sh(`sha256sum < ${spool}/0.tar | cut -c1-64`)).stdout.trim(), sha256);
+
+  // Sent on to n2, which serves nobody (the end of the chain): it keeps nothing, and n1 dropped its copy once sent whole.
+  await startAgent(n2, token, spool, true, [], batchScript(spool, '/opt/relayed', false));
+  const relayed = await fetchOn(n2, 0, { ip: n1.ip, port: n1port }, sum());
+  assert.is(relayed.code, 0, relayed.message);
+  assert.is(await state(n2, spool), 'hello\n');
+  assert.is(await state(n1, spool), 'hello\n', 'the middle host dropped the stream once it was sent whole');
   assert.is((await m0.sh(`ls ${dir}`)).stdout.trim(), '0.tar', 'master0 keeps every stream');
-  await n1.sh(`pkill -f 'sleep 120'; rm -rf /opt/relayed /var/lib/sealimg/relay ${spool}.port`);
-  await n2.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
+  await n1.sh('rm -rf /opt/relayed');
 
   // A stream still coming in is sent as it grows, and ends when it is whole (renamed)...
   const half = Math.floor(Number(bytes) / 2);
   await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/1.tar.part`);
-  const growing = fetch(n1, { index: 1 });
-  await new Promise((r) => setTimeout(r, 500));
-  await m0.sh(`tail -c +${half + 1} ${dir}/0.tar >> ${dir}/1.tar.part && mv ${dir}/1.tar.part ${dir}/1.tar`);
-  const grown = await growing;
-  assert.is(grown.code, 0, grown.stderr);
-  assert.is(await state(n1), 'hello\n0\n', 'a stream fetched while it grew lands whole');
+  const grown = await fetchOn(n1, 1, m0src, sum({ index: 1 }), async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    await m0.sh(`tail -c +${half + 1} ${dir}/0.tar >> ${dir}/1.tar.part && mv ${dir}/1.tar.part ${dir}/1.tar`);
+  });
+  assert.is(grown.code, 0, grown.message);
+  assert.is(await state(n1, spool), 'hello\n1.tar ', 'a stream fetched while it grew lands whole');
   await n1.sh('rm -rf /opt/relayed');
   // ...or short when it is removed (it failed where it came from), and then it is refused.
   await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/2.tar.part`);
-  const failing = fetch(n1, { index: 2 });
-  await new Promise((r) => setTimeout(r, 500));
-  await m0.sh(`rm ${dir}/2.tar.part`);
-  const failed = await failing;
-  assert.is.not(failed.code, 0);
-  assert.match(failed.stderr, new RegExp(`is not the stream the operator sent \\(${half} of ${bytes} bytes`));
-  assert.is(await state(n1), '0\n');
+  const failed = await fetchOn(n1, 2, m0src, sum({ index: 2 }), async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    await m0.sh(`rm ${dir}/2.tar.part`);
+  });
+  assert.is(failed.code, FETCH_FAILED);
+  assert.match(failed.message, new RegExp(`is not the stream the operator sent \\(${half} of ${bytes} bytes`));
+  assert.is(await state(n1, spool), '1.tar ');
 
-  await m0.sh(`pkill -f 'sleep 120'`);
-  const gone = await m0.sh(`for i in $(seq 50); do pgrep -x perl >/dev/null || { echo stopped; break; }; sleep 0.1; done`);
-  assert.is(gone.stdout.trim(), 'stopped', 'the server stops when its stdin ends');
-  await m0.sh(`rm -rf /var/lib/sealimg/relay ${dir}.err ${dir}.port`);
-  await n1.sh('rm -rf /opt/relayed /var/lib/sealimg/relay');
+  // Ending an agent's stdin stops it, and it removes its streams.
+  for (const h of [m0, n1, n2]) {
+    const left = await stopAgent(h);
+    assert.match(left, /^stopped\n/, `${h.hostname}: the agent stops when its stdin ends`);
+    assert.not.match(left, /relay/, `${h.hostname}: and its streams are gone`);
+    await h.sh('rm -rf /opt/relayed /tmp/agent.*');
+  }
 });
 
 test.run();
