@@ -46,7 +46,8 @@ import { SealimgError } from '../errors.js';
 import { recordSent, type SentBatch } from './distribute.js';
 import type { RunHost } from './hosts.js';
 import { randomId, shellQuote, type SshSession } from './ssh.js';
-import { STREAM_CHECKED, receiveScript } from './upload.js';
+import { receiveScript } from './upload.js';
+import { STREAM_CHECKED } from './upload-tar.js';
 
 const RELAY_ROOT = '/var/lib/sealimg/relay';
 const RETRY_PAUSE_MS = 1000;

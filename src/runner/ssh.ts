@@ -11,10 +11,11 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { Readable, type Duplex } from 'node:stream';
+import { Readable, type Duplex, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import ssh2, { type ClientChannel, type ConnectConfig } from 'ssh2';
 import { SealimgError } from '../errors.js';
+import { shellQuote } from './shell.js';
 import { appendKnownHost, checkHostKey, fingerprint, knownHostName, readKnownHosts } from './known-hosts.js';
 
 // ssh2 is CommonJS; only some of its exports are visible as ESM named exports.
@@ -53,8 +54,11 @@ export interface SshOptions {
 }
 
 export interface ExecOptions {
-  /** Bytes for the command's stdin; it gets EOF after them. */
-  stdin?: Readable | string | Buffer;
+  /**
+   * Bytes for the command's stdin; it gets EOF after them. A function writes them itself (upload.ts, to
+   * know when each chunk has been taken) and its promise says when it is done, or why it failed.
+   */
+  stdin?: Readable | string | Buffer | ((channel: Writable) => Promise<void>);
   /** Run as root through sudo (default: whenever the user is not root). */
   sudo?: boolean;
   /** Exported for the command (quoted). Not written to the log, but visible in the host's process list while it runs. */
@@ -98,10 +102,7 @@ export class HostCommandError extends SealimgError {
   }
 }
 
-/** Single-quotes a value for a POSIX shell. */
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+export { shellQuote } from './shell.js';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** The environment variable that marks every process an exec started (see killTagged). */
@@ -474,9 +475,18 @@ export class SshSession {
         if (stdinError && result.code === 0) return reject(stdinError);
         resolve(result);
       });
-      const source = opts.stdin === undefined ? undefined : typeof opts.stdin === 'string' || Buffer.isBuffer(opts.stdin) ? Readable.from([Buffer.from(opts.stdin)]) : opts.stdin;
+      const stdin = opts.stdin;
+      const source = stdin === undefined || typeof stdin === 'function' ? undefined : typeof stdin === 'string' || Buffer.isBuffer(stdin) ? Readable.from([Buffer.from(stdin)]) : stdin;
       if (stdinPrefix) channel.write(stdinPrefix);
-      if (!source) channel.end();
+      if (typeof stdin === 'function')
+        stdin(channel).then(
+          () => channel.end(),
+          (e: unknown) => {
+            stdinError = e;
+            channel.end();
+          },
+        );
+      else if (!source) channel.end();
       else
         pipeline(source, channel).catch((e) => {
           // The command may have exited early (its exit code tells why); a local error is kept for the result.

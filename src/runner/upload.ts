@@ -8,19 +8,20 @@
  * upload removes its staging dir. Files are replaced one by one: a failure
  * half-way through the renames leaves some files new and the rest old.
  *
- * The tar is written here (content/tar.ts headers), so each file is read
- * once: its bytes are hashed as they go into the stream (unless the caller
- * just hashed them), and the hash manifest travels as the archive's last entry.
+ * The tar is written here, on a thread (upload-thread.ts), so each file is
+ * read once: its bytes are hashed as they go into the stream (unless the
+ * caller just hashed them), and the hash manifest travels as the archive's
+ * last entry.
  */
-import { createHash } from 'node:crypto';
-import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { ReadAhead } from '../content/fsutil.js';
-import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
-import { SealimgError, errnoCode } from '../errors.js';
+import { SealimgError } from '../errors.js';
 import { randomId, shellQuote, type SshSession } from './ssh.js';
+import type { UploadEntry } from './upload-tar.js';
+import { UploadTar } from './upload-thread.js';
 
 export interface UploadOptions {
   /** Which files and symlinks to send, by path relative to the tree (directories are always made). */
@@ -63,19 +64,7 @@ export interface UploadResult {
   stream?: { sha256: string; bytes: number };
 }
 
-/** One thing to send: a directory (made in place), a file or a symlink (staged, then renamed). */
-export interface UploadEntry {
-  /** Path in the archive, relative to the target dir. */
-  rel: string;
-  /** The local file it is read from. */
-  src: string;
-  kind: 'dir' | 'file' | 'symlink';
-  mode: number;
-  /** Modification time, seconds since the epoch. */
-  mtime: number;
-  size: number;
-  target?: string;
-}
+export type { UploadEntry } from './upload-tar.js';
 type Entry = UploadEntry;
 
 /** The host's check and rename scripts take one path a line, unescaped. */
@@ -113,120 +102,9 @@ async function walk(root: string, filter?: (rel: string) => boolean, prune?: (re
   return out;
 }
 
-/** Set to 1 in the environment of a receive whose whole stream was already checked (relay.ts). */
-export const STREAM_CHECKED = 'SEALIMG_STREAM_CHECKED';
+export { STREAM_CHECKED } from './upload-tar.js';
 
 const seconds = (d: Date) => Math.floor(d.getTime() / 1000);
-
-/**
- * The host's check of every file against the manifest (`HEX  ./path` lines). openssl hashes about 4x
- * faster than coreutils' sha256sum where the CPU has SHA instructions (2.1 against 0.5 GB/s here), which
- * matters when several hosts share the work of receiving; sha256sum is the fallback, and on a mismatch it
- * runs anyway to name the files that differ.
- */
-function checkCommand(manifest: string): string {
-  const m = shellQuote(manifest);
-  const viaOpenssl = `cut -c67- ${m} | xargs -d '\\n' openssl dgst -sha256 -r | sed 's/ \\*/  /' | cmp -s - ${m}`;
-  return `if ! command -v openssl >/dev/null 2>&1 || ! { ${viaOpenssl}; }; then sha256sum -c --quiet --strict ${m} >&2; fi`;
-}
-
-/**
- * A file's bytes, opened before its header is written: read whole (a small file, from ReadAhead) or
- * an open handle to stream. Undefined when the file is gone (the caller lists what it sent, and its
- * caller names what is missing).
- */
-async function openFile(e: Entry, whole?: Promise<Buffer>): Promise<Buffer | FileHandle | undefined> {
-  try {
-    return whole ? await whole : await open(e.src, 'r');
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
-/** A file's bytes in pieces, checked against the size its header promised. */
-async function* fileBytes(e: Entry, body: Buffer | FileHandle): AsyncGenerator<Buffer> {
-  let n = 0;
-  if (Buffer.isBuffer(body)) {
-    n = body.length;
-    if (n === e.size) yield body;
-  } else {
-    try {
-      for await (const chunk of body.createReadStream({ highWaterMark: 1 << 20, autoClose: false })) {
-        const b = chunk as Buffer;
-        n += b.length;
-        if (n > e.size) break;
-        yield b;
-      }
-    } finally {
-      await body.close();
-    }
-  }
-  // The header promised e.size bytes; a file that grows or shrinks now would corrupt the stream.
-  if (n !== e.size) throw new SealimgError('IO', `${e.src} changed size while it was uploaded (${e.size} -> ${n} bytes)`);
-}
-
-/** The tar stream: every entry, then the manifest and the script that checks and renames. */
-async function* tarStream(entries: Entry[], tmp: string, result: UploadResult, knownHashes?: Map<string, string>): AsyncGenerator<Buffer> {
-  const sums: string[] = [];
-  const dirs = new Set<string>();
-  const ahead = new ReadAhead(entries.map((e) => (e.kind === 'file' ? { path: e.src, size: e.size } : undefined)));
-  try {
-    for (const [i, e] of entries.entries()) {
-      const whole = ahead.take(i);
-      if (e.kind === 'dir') {
-        yield tarHeader({ name: `${e.rel}/`, flag: '5', mode: e.mode, mtime: e.mtime });
-        continue;
-      }
-      const tmpRel = `${tmp}/${e.rel}`;
-      const slash = e.rel.lastIndexOf('/');
-      dirs.add(slash >= 0 ? e.rel.slice(0, slash) : '.');
-      if (e.kind === 'symlink') {
-        yield tarHeader({ name: tmpRel, flag: '2', linkname: e.target, mode: e.mode, mtime: e.mtime });
-        result.files.set(e.rel, `symlink:${e.target}`);
-        continue;
-      }
-      const body = await openFile(e, whole);
-      if (!body) continue;
-      yield tarHeader({ name: tmpRel, flag: '0', mode: e.mode, mtime: e.mtime, size: e.size });
-      const known = knownHashes?.get(e.rel);
-      const hash = known ? undefined : createHash('sha256');
-      for await (const b of fileBytes(e, body)) {
-        hash?.update(b);
-        yield b;
-      }
-      yield padding(e.size);
-      const hex = known ?? hash!.digest('hex');
-      sums.push(`${hex}  ./${tmpRel}`);
-      result.files.set(e.rel, hex);
-      result.bytes += e.size;
-    }
-  } finally {
-    await ahead.close();
-  }
-  const now = new Date();
-  const manifest = Buffer.from(sums.map((l) => `${l}\n`).join(''));
-  const script = Buffer.from(
-    [
-      'set -e',
-      // A relayed copy of this stream was checked whole against the operator's sha256 (relay.ts), which covers every file in it.
-      ...(sums.length ? [`if [ "\${${STREAM_CHECKED}:-}" != 1 ]; then ${checkCommand(`./${tmp}.sha256`)}; fi`] : []),
-      // One mv per directory (not per file): each file is still one rename(2) into place.
-      `into() { find "./${tmp}/$1" -mindepth 1 -maxdepth 1 ! -type d -exec mv -f -t "./$1" -- {} +; }`,
-      ...[...dirs].sort().map((d) => `into ${shellQuote(d)}`),
-      '',
-    ].join('\n'),
-  );
-  for (const [name, body] of [
-    [`${tmp}.sha256`, manifest],
-    [`${tmp}.sh`, script],
-  ] as const) {
-    yield tarHeader({ name, flag: '0', mode: 0o600, mtime: seconds(now), size: body.length });
-    yield body;
-    yield padding(body.length);
-  }
-  yield Buffer.from(END_OF_ARCHIVE);
-}
 
 /** Uploads the tree at `localDir` into `remoteDir` on the host (made if missing). */
 export async function uploadTree(session: SshSession, localDir: string, remoteDir: string, opts: UploadOptions = {}): Promise<UploadResult> {
@@ -282,33 +160,46 @@ export function receiveScript(remoteDir: string, opts: { compress?: boolean; tee
   ].join('\n');
 }
 
-/** Passes `chunks` on, and once they are all through, sets result.stream to their sha256 and length. */
-async function* hashed(chunks: AsyncGenerator<Buffer>, result: UploadResult): AsyncGenerator<Buffer> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const b of chunks) {
-    h.update(b);
-    bytes += b.length;
-    yield b;
+/** The stream's pages into `channel` (through gzip when `compress`), each released once it has taken the bytes. */
+async function writeStream(tar: UploadTar, channel: Writable, compress: boolean): Promise<void> {
+  let out: Writable = channel;
+  let piped: Promise<void> | undefined;
+  if (compress) {
+    const gz = createGzip({ level: 1 });
+    piped = pipeline(gz, channel);
+    out = gz;
   }
-  result.stream = { sha256: h.digest('hex'), bytes };
+  for await (const page of tar.pages()) {
+    await taken(out, page.data);
+    page.release();
+  }
+  out.end();
+  await piped;
+}
+
+/** Writes `data` and resolves once the stream is done with it; rejects if the stream closes first (ssh2 then never calls back). */
+function taken(w: Writable, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (w.destroyed) return reject(new Error('the channel closed'));
+    const closed = () => reject(new Error('the channel closed'));
+    w.once('close', closed);
+    w.write(data, (e) => {
+      w.off('close', closed);
+      if (e) reject(e);
+      else resolve();
+    });
+  });
 }
 
 async function send(session: SshSession, entries: Entry[], remoteDir: string, label: string, opts: UploadOptions): Promise<UploadResult> {
   const tmp = `.sealimg-${randomId()}`;
-  const result: UploadResult = { files: new Map(), bytes: 0, tmp };
   const compress = opts.compress ?? false;
   const command = receiveCommand(remoteDir, tmp, { compress, tee: opts.tee });
-  let chunks = tarStream(entries, tmp, result, opts.knownHashes);
-  if (opts.tee && !compress) chunks = hashed(chunks, result);
-  const tar = Readable.from(chunks, { objectMode: false });
-  let body: Readable = tar;
-  if (compress) {
-    const gz = createGzip({ level: 1 });
-    // pipe() alone drops a source error: a read error in the tar stream must reach the channel and fail the upload.
-    tar.once('error', (e) => gz.destroy(e));
-    body = tar.pipe(gz);
-  }
-  await session.exec(command, { stdin: body, step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
-  return result;
+  const tar = new UploadTar(entries, tmp, opts.knownHashes ?? new Map(), opts.tee !== undefined && !compress);
+  let writing: Promise<void> = Promise.resolve();
+  await session.exec(command, { stdin: (channel) => (writing = writeStream(tar, channel, compress)), step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
+  // The command ends only once it has the whole stream, so the pages (and the result) are through by now.
+  await writing;
+  const r = tar.result!;
+  return { files: new Map(r.files), bytes: r.bytes, tmp, ...(r.stream ? { stream: r.stream } : {}) };
 }
