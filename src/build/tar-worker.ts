@@ -12,11 +12,11 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { Credit, PAGE, PagePool, Stopped } from '../content/pages.js';
 import { END_OF_ARCHIVE, padding } from '../content/tar.js';
 import { SealimgError } from '../errors.js';
 import { COMPRESSED_EXT, entryHeader, looksCompressed, type LayerEntry } from './tar-writer.js';
 
-export const PAGE = 1 << 20;
 /** Pages a job may have handed over and not yet had taken. */
 export const CREDIT = 8;
 
@@ -42,16 +42,7 @@ export type FromTarWorker =
   /** A stopped job is over: the thread takes the next one. */
   | { t: 'stopped'; id: number };
 
-class Stopped extends Error {}
-
-/** Pages back from the main thread, filled again instead of allocating: without the reuse bench/build's peak memory rose from ~150 to 200-237 MB. */
-const free: ArrayBuffer[] = [];
-const FREE_KEPT = 2 * CREDIT;
-
-function newPage(): Buffer {
-  const buf = free.pop();
-  return buf ? Buffer.from(buf, 0, PAGE) : Buffer.allocUnsafeSlow(PAGE);
-}
+const pages = new PagePool(2 * CREDIT);
 
 function changedError(source: string, grew: boolean): SealimgError {
   return new SealimgError('BUILD_FAILED', `${source} ${grew ? 'grew' : 'shrank'} while it was being added to a layer`);
@@ -59,15 +50,13 @@ function changedError(source: string, grew: boolean): SealimgError {
 
 /** One layer's tar, page by page. */
 class Job {
-  private page = newPage();
+  private page = pages.take();
   private at = 0;
   private runs: number[] = [];
   /** Where the current run started in the page, and whether it is stored bytes. */
   private runStart = 0;
   private stored = false;
-  private credit = CREDIT;
-  private wake?: () => void;
-  stopped = false;
+  readonly credit = new Credit(CREDIT);
   private readonly hash = createHash('sha256');
   private size = 0;
   private readonly one = Buffer.alloc(1);
@@ -77,16 +66,6 @@ class Job {
     private readonly entries: LayerEntry[],
     private readonly mtime: number,
   ) {}
-
-  granted(): void {
-    this.credit++;
-    this.wake?.();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.wake?.();
-  }
 
   async run(): Promise<{ diffId: string; size: number }> {
     for (const e of this.entries) {
@@ -140,14 +119,9 @@ class Job {
   }
 
   private async flush(): Promise<void> {
-    if (this.stopped) throw new Stopped();
+    this.credit.check();
     if (this.at === 0) return;
-    while (this.credit === 0) {
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = undefined;
-      if (this.stopped) throw new Stopped();
-    }
-    this.credit--;
+    await this.credit.spend();
     const data = this.page.subarray(0, this.at);
     this.hash.update(data);
     this.size += this.at;
@@ -155,7 +129,7 @@ class Job {
     // A page that starts with stored bytes says so with an empty not-stored run.
     const buf = this.page.buffer as ArrayBuffer;
     port.postMessage({ t: 'page', id: this.id, buf, length: this.at, runs: this.runs } satisfies FromTarWorker, [buf]);
-    this.page = newPage();
+    this.page = pages.take();
     this.at = 0;
     this.runStart = 0;
     this.runs = this.stored ? [0] : [];
@@ -173,7 +147,7 @@ let job: Job | undefined;
 
 port.on('message', (m: ToTarWorker) => {
   if (m.t === 'free') {
-    if (m.buf.byteLength === PAGE && free.length < FREE_KEPT) free.push(m.buf);
+    pages.give(m.buf);
   } else if (m.t === 'start') {
     const j = new Job(m.id, m.entries, m.mtime);
     job = j;
@@ -182,7 +156,7 @@ port.on('message', (m: ToTarWorker) => {
       (e: unknown) => port.postMessage(e instanceof Stopped ? { t: 'stopped', id: j.id } : ({ t: 'error', id: j.id, error: threadError(e) } satisfies FromTarWorker)),
     );
   } else if (job?.id === m.id) {
-    if (m.t === 'credit') job.granted();
-    else job.stop();
+    if (m.t === 'credit') job.credit.grant();
+    else job.credit.stop();
   }
 });

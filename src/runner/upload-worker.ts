@@ -13,11 +13,11 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { Credit, PAGE, PagePool, Stopped } from '../content/pages.js';
 import { END_OF_ARCHIVE, padding, tarHeader } from '../content/tar.js';
 import { SealimgError, errnoCode } from '../errors.js';
 import { finishScript, type UploadEntry } from './upload-tar.js';
 
-export const PAGE = 1 << 20;
 /** Pages a job may have handed over and not yet had back. */
 export const CREDIT = 8;
 
@@ -41,25 +41,15 @@ export type FromUploadWorker =
   | { t: 'error'; id: number; error: { message: string; code?: SealimgError['code']; errno?: string } }
   | { t: 'stopped'; id: number };
 
-class Stopped extends Error {}
-
-const free: ArrayBuffer[] = [];
-const FREE_KEPT = 4 * CREDIT;
-
-function newPage(): Buffer {
-  const buf = free.pop();
-  return buf ? Buffer.from(buf, 0, PAGE) : Buffer.allocUnsafeSlow(PAGE);
-}
+const pages = new PagePool(4 * CREDIT);
 
 const port = parentPort!;
 
 /** One upload's stream, page by page. */
 class Job {
-  private page = newPage();
+  private page = pages.take();
   private at = 0;
-  private credit = CREDIT;
-  private wake?: () => void;
-  private stopped = false;
+  readonly credit = new Credit(CREDIT);
   private readonly stream?: Hash;
   private streamBytes = 0;
   private readonly one = Buffer.alloc(1);
@@ -69,16 +59,6 @@ class Job {
     private readonly m: Extract<ToUploadWorker, { t: 'start' }>,
   ) {
     if (m.hashStream) this.stream = createHash('sha256');
-  }
-
-  granted(): void {
-    this.credit++;
-    this.wake?.();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.wake?.();
   }
 
   async run(): Promise<UploadTarResult> {
@@ -162,19 +142,14 @@ class Job {
   }
 
   private async flush(): Promise<void> {
-    if (this.stopped) throw new Stopped();
+    this.credit.check();
     if (this.at === 0) return;
-    while (this.credit === 0) {
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = undefined;
-      if (this.stopped) throw new Stopped();
-    }
-    this.credit--;
+    await this.credit.spend();
     this.stream?.update(this.page.subarray(0, this.at));
     this.streamBytes += this.at;
     const buf = this.page.buffer as ArrayBuffer;
     port.postMessage({ t: 'page', id: this.id, buf, length: this.at } satisfies FromUploadWorker, [buf]);
-    this.page = newPage();
+    this.page = pages.take();
     this.at = 0;
   }
 }
@@ -187,8 +162,8 @@ const jobs = new Map<number, Job>();
 
 port.on('message', (m: ToUploadWorker) => {
   if (m.t === 'taken') {
-    if (m.buf.byteLength === PAGE && free.length < FREE_KEPT) free.push(m.buf);
-    jobs.get(m.id)?.granted();
+    pages.give(m.buf);
+    jobs.get(m.id)?.credit.grant();
   } else if (m.t === 'start') {
     const job = new Job(m.id, m);
     jobs.set(m.id, job);
@@ -200,5 +175,5 @@ port.on('message', (m: ToUploadWorker) => {
         port.postMessage({ t: 'error', id: m.id, error } satisfies FromUploadWorker);
       },
     ).finally(() => jobs.delete(m.id));
-  } else jobs.get(m.id)?.stop();
+  } else jobs.get(m.id)?.credit.stop();
 });
