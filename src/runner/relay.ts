@@ -235,7 +235,8 @@ export function batchScript(dir: string, remoteDir: string, serve: boolean): str
     // Opened before it is renamed: the agent may send N.tar on and drop it before tar gets to read it.
     'exec 3< "$part"',
     serve ? `mv -f -- "$part" ${d}/"$n.tar"` : 'rm -f -- "$part"',
-    `( export ${STREAM_CHECKED}=1; ${receiveScript(remoteDir, { fromFile: true })}
+    // The agent runs with umask 077 (its streams are root-only); what it unpacks gets the usual 022, as a direct upload does.
+    `( umask 022; export ${STREAM_CHECKED}=1; ${receiveScript(remoteDir, { fromFile: true })}
 ) <&3`,
   ].join('\n');
 }

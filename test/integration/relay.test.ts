@@ -66,6 +66,11 @@ async function assertCleanAndComplete(): Promise<void> {
     assert.match(left.stdout, /No such file or directory\n0\n0\n$/, `${h.hostname}: no relay dir, relay server or temp file left: ${left.stdout}`);
   }
   assert.is((await ctx.hosts.hosts[1]!.sh(`test -d ${ROOTFS}/registry && echo yes || echo no`)).stdout.trim(), 'no', 'registry/ stays on the registry host');
+  // A relayed tree has the modes a direct upload gives (the relay's own files are root-only; the tree is not).
+  const modes = (h: TestHost) => h.sh(`cd ${ROOTFS}/.. && find rootfs -path rootfs/registry -prune -o -printf '%p %m\n' | sort`).then((r) => r.stdout);
+  const [m0modes, ...nodeModes] = await Promise.all(ctx.hosts.hosts.map(modes));
+  assert.match(m0modes!, /^rootfs 755$/m);
+  for (const m of nodeModes) assert.is(m, m0modes);
 }
 
 test('the nodes get the tree from master0: the operator sends it once, every file checked, nothing left behind', async () => {
