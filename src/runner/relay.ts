@@ -40,6 +40,7 @@
  * close() stops the agents, which remove the kept streams.
  */
 import { randomBytes } from 'node:crypto';
+import { posix } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { sleep } from '../content/retry.js';
 import { SealimgError } from '../errors.js';
@@ -249,7 +250,8 @@ export function batchScript(dir: string, remoteDir: string, serve: boolean): str
 export function agentCommand(dir: string, token: string, address: string, drop: boolean, allowed: string[], script: string): string {
   return [
     `command -v perl >/dev/null || { echo 'no perl' >&2; exit 1; }`,
-    `umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)} || exit 1`,
+    // Its parent with the usual modes (the tree goes there too); only the relay's own dir is root-only.
+    `mkdir -p -- ${shellQuote(posix.dirname(RELAY_ROOT))} && umask 077 && rm -rf -- ${shellQuote(RELAY_ROOT)} && mkdir -p -- ${shellQuote(dir)} || exit 1`,
     `exec perl -e ${shellQuote(AGENT)} ${[dir, token, address, drop ? '1' : '0', allowed.join(','), script].map(shellQuote).join(' ')}`,
   ].join('\n');
 }

@@ -67,8 +67,9 @@ async function assertCleanAndComplete(): Promise<void> {
   }
   assert.is((await ctx.hosts.hosts[1]!.sh(`test -d ${ROOTFS}/registry && echo yes || echo no`)).stdout.trim(), 'no', 'registry/ stays on the registry host');
   // A relayed tree has the modes a direct upload gives (the relay's own files are root-only; the tree is not).
-  const modes = (h: TestHost) => h.sh(`cd ${ROOTFS}/.. && find rootfs -path rootfs/registry -prune -o -printf '%p %m\n' | sort`).then((r) => r.stdout);
+  const modes = (h: TestHost) => h.sh(`stat -c '%n %a' /var/lib/sealimg /var/lib/sealimg/data; cd ${ROOTFS}/.. && find rootfs -path rootfs/registry -prune -o -printf '%p %m\n' | sort`).then((r) => r.stdout);
   const [m0modes, ...nodeModes] = await Promise.all(ctx.hosts.hosts.map(modes));
+  assert.match(m0modes!, /^\/var\/lib\/sealimg 755\n\/var\/lib\/sealimg\/data 755\n/, m0modes);
   assert.match(m0modes!, /^rootfs 755$/m);
   for (const m of nodeModes) assert.is(m, m0modes);
 }
@@ -76,7 +77,7 @@ async function assertCleanAndComplete(): Promise<void> {
 test('the nodes get the tree from master0: the operator sends it once, every file checked, nothing left behind', async () => {
   // What a relay killed half-way leaves on master0: its kept streams. This run clears them.
   const m0 = ctx.hosts.hosts[0]!;
-  await m0.sh('umask 077; mkdir -p /var/lib/sealimg/relay/stale && echo x > /var/lib/sealimg/relay/stale/0.tar');
+  await m0.sh('mkdir -p /var/lib/sealimg && umask 077 && mkdir -p /var/lib/sealimg/relay/stale && echo x > /var/lib/sealimg/relay/stale/0.tar');
   const r = await runSealimg(runArgs());
   assert.is(r.code, 0, r.stderr);
   const m0line = new RegExp(`${esc(ips()[0]!)}: distributed \\d+ files \\(([\\d.]+) MB\\)`).exec(r.stderr);
