@@ -133,7 +133,7 @@ export async function uploadFile(session: SshSession, localFile: string, remoteP
 }
 
 /**
- * The shell command that unpacks a stream made by tarStream(`tmp`) from stdin into `remoteDir`, checks it and
+ * The shell command that unpacks a stream made by UploadTar(`tmp`) from stdin into `remoteDir`, checks it and
  * renames it into place; on any failure it removes its temp files and exits 1.
  */
 export function receiveCommand(remoteDir: string, tmp: string, opts: { compress?: boolean; tee?: string } = {}): string {
