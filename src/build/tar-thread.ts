@@ -6,6 +6,7 @@
  * (LAYERS_AT_ONCE), and do not keep the process alive when idle.
  */
 import { Worker } from 'node:worker_threads';
+import { Inbox } from '../content/pages.js';
 import { SealimgError } from '../errors.js';
 import { LAYERS_AT_ONCE } from './layer-queue.js';
 import type { Claim, LayerEntry, TarChunk } from './tar-writer.js';
@@ -113,19 +114,12 @@ export class ThreadTar {
   async *chunks(): AsyncGenerator<TarChunk> {
     const slot = await lease();
     const id = nextId++;
-    const inbox: Message[] = [];
-    let wake: (() => void) | undefined;
+    const inbox = new Inbox<Message>();
     slot.job = (m) => {
-      if ('id' in m && m.id !== id) return;
-      inbox.push(m);
-      wake?.();
+      if (!('id' in m) || m.id === id) inbox.push(m);
     };
     slot.worker.ref(); // a build waiting on its layer keeps the process alive
-    const next = async (): Promise<Message> => {
-      while (inbox.length === 0) await new Promise<void>((r) => (wake = r));
-      wake = undefined;
-      return inbox.shift()!;
-    };
+    const next = () => inbox.next();
     const post = (m: ToTarWorker): void => slot.worker.postMessage(m);
     let over = false;
     try {

@@ -1,8 +1,9 @@
 /**
  * The 1 MiB pages a worker thread fills and transfers to the main thread
  * (build/tar-worker.ts, runner/upload-worker.ts), kept for reuse once they
- * come back: without the reuse bench/build's peak memory rose from ~150 to
- * 200-237 MB.
+ * come back (without the reuse bench/build's peak memory rose from ~150 to
+ * 197-237 MB), the credit that bounds how many are out, and the main
+ * thread's inbox of a job's messages.
  */
 export const PAGE = 1 << 20;
 
@@ -58,5 +59,22 @@ export class Credit {
       this.check();
     }
     this.left--;
+  }
+}
+
+/** A job's messages from its thread, taken one at a time by the main thread in the order they came. */
+export class Inbox<T> {
+  private readonly queue: T[] = [];
+  private wake?: () => void;
+
+  push(m: T): void {
+    this.queue.push(m);
+    this.wake?.();
+  }
+
+  async next(): Promise<T> {
+    while (this.queue.length === 0) await new Promise<void>((r) => (this.wake = r));
+    this.wake = undefined;
+    return this.queue.shift()!;
   }
 }

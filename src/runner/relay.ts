@@ -230,7 +230,7 @@ export function batchScript(dir: string, remoteDir: string, serve: boolean): str
     // The staging name is ours (upload.ts: .sealimg- and hex); anything else is not used in a path.
     'case "$T" in .sealimg-*) h=${T#.sealimg-} ;; *) h= ;; esac',
     `case "$h" in ''|*[!0-9a-f]*) refuse 'a bad staging name';; esac`,
-    // openssl where it is (4x sha256sum's speed here, see upload.ts), else coreutils.
+    // openssl where it is (several times sha256sum's speed, see upload-tar.ts), else coreutils.
     `sum=$( { openssl dgst -sha256 -r "$part" 2>/dev/null || sha256sum "$part"; } | cut -c1-64)`,
     `[ "$sum" = "$want" ] || refuse "from $from is not the stream the operator sent ($(wc -c < "$part" 2>/dev/null || echo 0) of $bytes bytes, sha256 $sum)"`,
     // Opened before it is renamed: the agent may send N.tar on and drop it before tar gets to read it.
@@ -295,7 +295,6 @@ class Agent {
     let said = '';
     let listening: (port: number) => void = () => undefined;
     const port = new Promise<number>((r) => (listening = r));
-    const lines: string[] = [];
     const exec = session.exec(command, {
       stdin: orders,
       step: 'distribute',
@@ -303,11 +302,9 @@ class Agent {
       signal,
       allowFailure: true,
       onStdout: (b) => {
-        said += b.toString();
-        const cut = said.lastIndexOf('\n') + 1;
-        lines.push(...said.slice(0, cut).split('\n').slice(0, -1));
-        said = said.slice(cut);
-        for (const line of lines.splice(0)) {
+        const lines = (said + b.toString()).split('\n');
+        said = lines.pop()!; // a line not ended yet
+        for (const line of lines) {
           const p = /^port (\d+)$/.exec(line);
           if (p) listening(Number(p[1]));
           const e = /^exit (\d+) (\d+) ?(.*)$/.exec(line);

@@ -25,10 +25,10 @@ export interface UploadEntry {
 export const STREAM_CHECKED = 'SEALIMG_STREAM_CHECKED';
 
 /**
- * The host's check of every file against the manifest (`HEX  ./path` lines). openssl hashes about 4x
- * faster than coreutils' sha256sum where the CPU has SHA instructions (2.1 against 0.5 GB/s here), which
- * matters when several hosts share the work of receiving; sha256sum is the fallback, and on a mismatch it
- * runs anyway to name the files that differ.
+ * The host's check of every file against the manifest (`HEX  ./path` lines). openssl hashes several times
+ * faster than coreutils' sha256sum where the CPU has SHA instructions (512 MB here: 0.56 s against 2.7 s),
+ * which matters when several hosts share the work of receiving; sha256sum is the fallback, and on a
+ * mismatch it runs anyway to name the files that differ.
  */
 function checkCommand(manifest: string): string {
   const m = shellQuote(manifest);

@@ -7,6 +7,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { Inbox } from '../content/pages.js';
 import { SealimgError } from '../errors.js';
 import type { UploadEntry } from './upload-tar.js';
 import type { FromUploadWorker, ToUploadWorker, UploadTarResult } from './upload-worker.js';
@@ -67,18 +68,10 @@ export class UploadTar {
   async *pages(): AsyncGenerator<UploadPage> {
     const t = pick();
     const id = nextId++;
-    const inbox: Message[] = [];
-    let wake: (() => void) | undefined;
-    t.jobs.set(id, (m) => {
-      inbox.push(m);
-      wake?.();
-    });
+    const inbox = new Inbox<Message>();
+    t.jobs.set(id, (m) => inbox.push(m));
     t.worker.ref(); // an upload waiting on its stream keeps the process alive
-    const next = async (): Promise<Message> => {
-      while (inbox.length === 0) await new Promise<void>((r) => (wake = r));
-      wake = undefined;
-      return inbox.shift()!;
-    };
+    const next = () => inbox.next();
     const post = (m: ToUploadWorker, transfer: ArrayBuffer[] = []) => t.worker.postMessage(m, transfer);
     let over = false;
     try {

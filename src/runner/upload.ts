@@ -143,7 +143,7 @@ export function receiveCommand(remoteDir: string, tmp: string, opts: { compress?
 /**
  * receiveCommand with the staging name taken from $T, for a caller that learns it on the host (relay.ts).
  * `fromFile`: stdin is a file, not a pipe, and GNU tar reads it in 1 MiB records (-b 2048): that cut tar's
- * CPU for the 726 MB bench tree on tmpfs from 0.93 to 0.67 s here (from a pipe it made no difference).
+ * CPU for the 726 MB bench tree on tmpfs from 0.91 to 0.67 s here (from a pipe it made no difference).
  */
 export function receiveScript(remoteDir: string, opts: { compress?: boolean; tee?: string; fromFile?: boolean } = {}): string {
   const x = `tar -x${opts.compress ? 'z' : ''}${opts.fromFile ? ' -b 2048 -B' : ''} --no-same-owner -f -`;
