@@ -48,6 +48,8 @@ export interface UploadOptions {
    * the upload rather than landing unchecked.
    */
   knownHashes?: Map<string, string>;
+  /** Told once the whole stream is handed to the channel (the host may still be unpacking and checking it). */
+  onWritten?: () => void;
 }
 
 export interface UploadResult {
@@ -197,7 +199,7 @@ async function send(session: SshSession, entries: Entry[], remoteDir: string, la
   const command = receiveCommand(remoteDir, tmp, { compress, tee: opts.tee });
   const tar = new UploadTar(entries, tmp, opts.knownHashes ?? new Map(), opts.tee !== undefined && !compress);
   let writing: Promise<void> = Promise.resolve();
-  await session.exec(command, { stdin: (channel) => (writing = writeStream(tar, channel, compress)), step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
+  await session.exec(command, { stdin: (channel) => (writing = writeStream(tar, channel, compress).finally(() => opts.onWritten?.())), step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
   // The command ends only once it has the whole stream, so the pages (and the result) are through by now.
   await writing;
   const r = tar.result!;
