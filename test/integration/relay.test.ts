@@ -116,9 +116,9 @@ test('a node whose relay fails gets the tree directly and says why; the node aft
   assert.is((await runSealimg(['reset'])).code, 0);
 });
 
-/** A relay agent on `h` (AGENT), its stdin a FIFO that a sleep holds open (killing the sleep ends it, as the operator closing the channel does); its port. */
-async function startAgent(h: TestHost, token: string, dir: string, drop: boolean, allowed: string[], script: string): Promise<number> {
-  const command = agentCommand(dir, token, h.ip, drop, allowed, script);
+/** A relay agent on `h` (AGENT; `copy` 'buffer': it serves through a buffer, as where it knows no sendfile), its stdin a FIFO that a sleep holds open (killing the sleep ends it, as the operator closing the channel does); its port. */
+async function startAgent(h: TestHost, token: string, dir: string, drop: boolean, allowed: string[], script: string, copy?: 'buffer'): Promise<number> {
+  const command = `${copy ? `export SEALIMG_RELAY_COPY=${copy}\n` : ''}${agentCommand(dir, token, h.ip, drop, allowed, script)}`;
   // One agent a host at a time: an earlier one is stopped first (it removes its dir as it goes).
   await stopAgent(h);
   const r = await h.sh(
@@ -153,7 +153,7 @@ test('the relay agents: a server answers only its hosts with the token and sends
   const port = await startAgent(m0, token, dir, false, [n1.ip], '');
   assert.ok(port > 0, `master0's agent printed its port: ${(await m0.sh('cat /tmp/agent.out /tmp/agent.err')).stdout}`);
   // A stream as upload.ts makes them: files under the staging name, then the script that moves them into place.
-  const made = await m0.sh(`mkdir -p /tmp/s/.sealimg-0a1b2c && cd /tmp/s && echo hello > .sealimg-0a1b2c/greeting && printf 'set -e\\nmv -f ./.sealimg-0a1b2c/greeting ./greeting\\n' > .sealimg-0a1b2c.sh && tar -cf ${dir}/0.tar .sealimg-0a1b2c .sealimg-0a1b2c.sh && rm -rf /tmp/s && sha256sum ${dir}/0.tar | cut -c1-64 && wc -c < ${dir}/0.tar`);
+  const made = await m0.sh(`mkdir -p /tmp/s/.sealimg-0a1b2c && cd /tmp/s && echo hello > .sealimg-0a1b2c/greeting && printf 'set -e\\nmv -f ./.sealimg-0a1b2c/greeting ./greeting\\n' > .sealimg-0a1b2c.sh && tar -cf ${dir}/0.tar .sealimg-0a1b2c .sealimg-0a1b2c.sh && cp ${dir}/0.tar /tmp/stream0.tar && rm -rf /tmp/s && sha256sum ${dir}/0.tar | cut -c1-64 && wc -c < ${dir}/0.tar`);
   assert.is(made.code, 0, made.stderr);
   const [sha256, bytes] = made.stdout.trim().split('\n') as [string, string];
   const batch = { index: 0, tmp: '.sealimg-0a1b2c', stream: { sha256, bytes: Number(bytes) } };
@@ -199,32 +199,38 @@ test('the relay agents: a server answers only its hosts with the token and sends
   assert.is((await m0.sh(`ls ${dir}`)).stdout.trim(), '0.tar', 'master0 keeps every stream');
   await n1.sh('rm -rf /opt/relayed');
 
-  // A stream still coming in is sent as it grows, and ends when it is whole (renamed)...
+  // A stream still coming in is sent as it grows, and ends when it is whole (renamed), or short when it is removed
+  // (it failed where it came from), and then it is refused: served by sendfile, and through a buffer (elsewhere).
   const half = Math.floor(Number(bytes) / 2);
-  await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/1.tar.part`);
-  const grown = await fetchOn(n1, 1, m0src, sum({ index: 1 }), async () => {
-    await new Promise((r) => setTimeout(r, 500));
-    await m0.sh(`tail -c +${half + 1} ${dir}/0.tar >> ${dir}/1.tar.part && mv ${dir}/1.tar.part ${dir}/1.tar`);
-  });
-  assert.is(grown.code, 0, grown.message);
-  assert.is(await state(n1, spool), 'hello\n1.tar ', 'a stream fetched while it grew lands whole');
-  await n1.sh('rm -rf /opt/relayed');
-  // ...or short when it is removed (it failed where it came from), and then it is refused.
-  await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/2.tar.part`);
-  const failed = await fetchOn(n1, 2, m0src, sum({ index: 2 }), async () => {
-    await new Promise((r) => setTimeout(r, 500));
-    await m0.sh(`rm ${dir}/2.tar.part`);
-  });
-  assert.is(failed.code, FETCH_FAILED);
-  assert.match(failed.message, new RegExp(`is not the stream the operator sent \\(${half} of ${bytes} bytes`));
-  assert.is(await state(n1, spool), '1.tar ');
+  for (const [n, copy] of [[1, undefined], [3, 'buffer']] as const) {
+    if (copy) {
+      assert.ok((m0src.port = await startAgent(m0, token, dir, false, [n1.ip], '', copy)) > 0);
+      await m0.sh(`cp /tmp/stream0.tar ${dir}/0.tar`);
+    }
+    await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/${n}.tar.part`);
+    const grown = await fetchOn(n1, n, m0src, sum({ index: n }), async () => {
+      await new Promise((r) => setTimeout(r, 500));
+      await m0.sh(`tail -c +${half + 1} ${dir}/0.tar >> ${dir}/${n}.tar.part && mv ${dir}/${n}.tar.part ${dir}/${n}.tar`);
+    });
+    assert.is(grown.code, 0, grown.message);
+    assert.is(await state(n1, spool), `hello\n${n}.tar `, 'a stream fetched while it grew lands whole');
+    await n1.sh(`rm -rf /opt/relayed ${spool}/${n}.tar`);
+    await m0.sh(`head -c ${half} ${dir}/0.tar > ${dir}/${n + 1}.tar.part`);
+    const failed = await fetchOn(n1, n + 1, m0src, sum({ index: n + 1 }), async () => {
+      await new Promise((r) => setTimeout(r, 500));
+      await m0.sh(`rm ${dir}/${n + 1}.tar.part`);
+    });
+    assert.is(failed.code, FETCH_FAILED);
+    assert.match(failed.message, new RegExp(`is not the stream the operator sent \\(${half} of ${bytes} bytes`));
+    assert.is(await state(n1, spool), '', `${copy ?? 'sendfile'}: nothing of it is kept`);
+  }
 
   // Ending an agent's stdin stops it, and it removes its streams.
   for (const h of [m0, n1, n2]) {
     const left = await stopAgent(h);
     assert.match(left, /^stopped\n/, `${h.hostname}: the agent stops when its stdin ends`);
     assert.not.match(left, /relay/, `${h.hostname}: and its streams are gone`);
-    await h.sh('rm -rf /opt/relayed /tmp/agent.*');
+    await h.sh('rm -rf /opt/relayed /tmp/agent.* /tmp/stream0.tar');
   }
 });
 
