@@ -41,13 +41,34 @@ function checkCommand(manifest: string): string {
  * manifest (`<tmp>.sha256`, when `checked` files are in it) and moves them into `dirs`.
  */
 export function finishScript(tmp: string, dirs: Iterable<string>, checked: boolean): string {
+  const sorted = [...dirs].sort();
   return [
     'set -e',
     // A relayed copy of this stream was checked whole against the operator's sha256 (relay.ts), which covers every file in it.
     ...(checked ? [`if [ "\${${STREAM_CHECKED}:-}" != 1 ]; then ${checkCommand(`./${tmp}.sha256`)}; fi`] : []),
-    // One mv per directory (not per file): each file is still one rename(2) into place.
+    // Each file one rename(2) into place: all of them by one perl where there is one (Debian's is always there;
+    // the bench tree's 5617 files in 51 directories took 20 ms of CPU so, against 148 ms for a find and an mv
+    // a directory), else one mv per directory. The directory list is a here-document ended by the staging name.
+    'if command -v perl >/dev/null 2>&1; then',
+    `perl -e ${shellQuote(RENAME)} "./${tmp}" <<'${tmp}'`,
+    ...sorted,
+    tmp,
+    'else',
     `into() { find "./${tmp}/$1" -mindepth 1 -maxdepth 1 ! -type d -exec mv -f -t "./$1" -- {} +; }`,
-    ...[...dirs].sort().map((d) => `into ${shellQuote(d)}`),
+    ...sorted.map((d) => `into ${shellQuote(d)}`),
+    'fi',
     '',
   ].join('\n');
 }
+
+/** Moves every file and symlink (not directory) in STAGING/DIR to DIR, for each DIR line on stdin. */
+const RENAME = String.raw`my $t = shift;
+while (my $d = <STDIN>) {
+  chomp $d;
+  opendir(my $h, "$t/$d") or die "$t/$d: $!\n";
+  for my $e (readdir $h) {
+    my $p = "$t/$d/$e";
+    next if $e eq "." || $e eq ".." || ((lstat $p) && -d _);
+    rename($p, "$d/$e") or die "$d/$e: $!\n";
+  }
+}`;

@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -33,6 +33,8 @@ async function tree(dir: string): Promise<{ entries: UploadEntry[]; data: Map<st
     entries.push({ rel, src: join(dir, rel), kind: 'file', mode: 0o640, mtime: 1_700_000_000, size: bytes.length });
   }
   entries.push({ rel: 'bin/tool', src: join(dir, 'bin/tool'), kind: 'symlink', mode: 0o777, mtime: 1_700_000_000, size: 0, target: 'big' });
+  // A link to a directory is a link to move, not a directory to skip.
+  entries.push({ rel: 'etc/bin', src: join(dir, 'etc/bin'), kind: 'symlink', mode: 0o777, mtime: 1_700_000_000, size: 0, target: '../bin' });
   return { entries, data };
 }
 
@@ -55,12 +57,19 @@ test('GNU tar unpacks the stream and its script checks and moves every file into
   const hashes = new Map(tar.result!.files);
   for (const [rel, bytes] of data) assert.is(hashes.get(rel), sha(bytes), rel);
   assert.is(hashes.get('bin/tool'), 'symlink:big');
-  const dst = await tmpDir();
-  const x = spawnSync('sh', ['-c', 'tar -x --no-same-owner -f - && sh ./.sealimg-00ff.sh'], { cwd: dst, input: stream });
-  assert.is(x.status, 0, x.stderr.toString());
-  for (const [rel, bytes] of data) assert.ok((await readFile(join(dst, rel))).equals(bytes), rel);
-  assert.is(spawnSync('readlink', [join(dst, 'bin/tool')]).stdout.toString().trim(), 'big');
-  assert.is(spawnSync('stat', ['-c', '%a', join(dst, 'etc/f3.conf')]).stdout.toString().trim(), '640');
+  // The renames are one perl's where there is perl, else an mv a directory: on a PATH of just what the script needs, without it.
+  const noPerl = await tmpDir();
+  for (const tool of ['sh', 'tar', 'cut', 'xargs', 'openssl', 'sed', 'cmp', 'sha256sum', 'find', 'mv', 'rm']) await symlink(spawnSync('sh', ['-c', `command -v ${tool}`]).stdout.toString().trim(), join(noPerl, tool));
+  for (const path of [process.env.PATH!, noPerl]) {
+    const dst = await tmpDir();
+    const x = spawnSync('sh', ['-c', 'tar -x --no-same-owner -f - && sh ./.sealimg-00ff.sh'], { cwd: dst, input: stream, env: { ...process.env, PATH: path } });
+    assert.is(x.status, 0, x.stderr.toString());
+    for (const [rel, bytes] of data) assert.ok((await readFile(join(dst, rel))).equals(bytes), rel);
+    assert.is(spawnSync('readlink', [join(dst, 'bin/tool')]).stdout.toString().trim(), 'big');
+    assert.is(spawnSync('readlink', [join(dst, 'etc/bin')]).stdout.toString().trim(), '../bin');
+    assert.is(spawnSync('stat', ['-c', '%a', join(dst, 'etc/f3.conf')]).stdout.toString().trim(), '640');
+    assert.equal(spawnSync('find', ['.sealimg-00ff', '!', '-type', 'd'], { cwd: dst }).stdout.toString(), '', `${path === noPerl ? 'without' : 'with'} perl, nothing is left staged`);
+  }
 });
 
 test('a hash the caller knew is not computed again, and the host check catches a file that does not match it', async () => {
