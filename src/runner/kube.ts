@@ -23,7 +23,8 @@ import { masters, nodes, type RunHost } from './hosts.js';
 import type { RunImage } from './images.js';
 import { API_SERVER_DOMAIN, DEFAULT_VIP, kubeadmDocuments, kubeadmYaml, parseKubeVersion } from './kubeadm.js';
 import { LVSCARE_MANIFEST, haproxyConfigPath, haproxyUnit, lbFiles, type LbMode } from './lb.js';
-import { CA_FILES, PkiBuilder, fileMode, type PkiFiles } from './pki.js';
+import { CA_FILES, fileMode, type PkiFiles } from './pki-files.js';
+import type { PkiOptions } from './pki.js';
 import { shellQuote, type SshSession } from './ssh.js';
 import type { Vars } from './template.js';
 
@@ -162,6 +163,12 @@ async function savePki(dir: ClusterDir, files: PkiFiles): Promise<void> {
   }
 }
 
+/** The certificates for `opts`, from pki.ts, which is loaded only here (pki-files.ts says why). */
+async function buildPki(opts: PkiOptions, have: PkiFiles): Promise<PkiFiles> {
+  const { PkiBuilder } = await import('./pki.js');
+  return new PkiBuilder(opts).build(have);
+}
+
 /** The CAs and the service-account key: what every master shares (what kubeadm's upload-certs would carry). */
 function shared(files: PkiFiles): PkiFiles {
   const out: PkiFiles = new Map();
@@ -248,7 +255,7 @@ export class KubeInstaller {
     // Recorded done but gone from this machine: made again (with new CAs only if those are gone too).
     await c.step('Kube/Certs', certsKey, async () => {
       c.say('Generating certificates (99 years)');
-      files = await new PkiBuilder(pkiOpts).build(shared(files));
+      files = await buildPki(pkiOpts, shared(files));
       await savePki(c.dir, files);
       return `certificates for ${ms.map((m) => m.name).join(', ')}`;
     }, !files.has('pki/apiserver.crt'));
@@ -292,7 +299,7 @@ export class KubeInstaller {
         await this.resetIfHalfDone(m, '/etc/kubernetes/kubelet.conf');
         await c.setHosts(s, m, m0.ip);
         // Its own serving certificates (its name and IP first), the shared CAs and keys as master0's.
-        const own = await new PkiBuilder(this.pkiOptions(docs, [ms[i]!, ...ms.filter((_, j) => j !== i)])).build(shared(files));
+        const own = await buildPki(this.pkiOptions(docs, [ms[i]!, ...ms.filter((_, j) => j !== i)]), shared(files));
         const config = `${c.dir.remoteRootfs()}/etc/kubeadm-join-master.yaml`;
         const join = await this.joinYaml(name, m.ip);
         // kubelet.conf comes from the join's TLS bootstrap; kubeadm refuses to join over an existing one.
@@ -311,7 +318,7 @@ export class KubeInstaller {
       await c.step(`Kube/ApiserverCert/${m.name}`, sansKey, async () => {
         const s = await c.session(m);
         c.say(`${m.name}: apiserver certificate for ${this.altNames.join(', ')}`);
-        const own = await new PkiBuilder(this.pkiOptions(docs, [ms[i]!, ...ms.filter((_, j) => j !== i)])).build(shared(files));
+        const own = await buildPki(this.pkiOptions(docs, [ms[i]!, ...ms.filter((_, j) => j !== i)]), shared(files));
         const certs = new Map([...own].filter(([rel]) => rel === 'pki/apiserver.crt' || rel === 'pki/apiserver.key'));
         await putFiles(s, toRemote(certs), 'apiserver certificate', c.signal);
         // kubelet starts the static pod again once its container stops.

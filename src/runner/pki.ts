@@ -10,6 +10,9 @@ import * as x509 from '@peculiar/x509';
 import { KeyObject, webcrypto } from 'node:crypto';
 import { stringify } from 'yaml';
 import { SealimgError } from '../errors.js';
+import type { PkiFiles } from './pki-files.js';
+
+export { fileMode, type PkiFiles } from './pki-files.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -42,10 +45,6 @@ interface KeyPair {
   cert: x509.X509Certificate;
 }
 
-/** A relative path under /etc/kubernetes -> file content (PEM or YAML). */
-export type PkiFiles = Map<string, string>;
-
-export const CA_FILES = ['pki/ca', 'pki/front-proxy-ca', 'pki/etcd/ca'] as const;
 
 function keyPem(k: CryptoKey): string {
   return KeyObject.from(k).export({ type: 'pkcs1', format: 'pem' }) as string;
@@ -239,9 +238,4 @@ export class PkiBuilder {
     }
     return out;
   }
-}
-
-/** Private keys and kubeconfigs (which hold keys) must be readable by root only. */
-export function fileMode(path: string): number {
-  return path.endsWith('.key') || path.endsWith('.conf') ? 0o600 : 0o644;
 }
