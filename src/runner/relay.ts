@@ -77,7 +77,7 @@ export interface RelayResult {
  *   "sum N SHA256 BYTES STAGING": ...the operator's line for batch N, once master0 has it whole, or
  *   "cancel N": nothing (master0 failed; the script removes what was fetched and fails).
  * It answers each fetch with "exit N CODE MESSAGE" (CODE 0 done, FETCH_FAILED when the stream did not arrive
- * as sent) and says "port P" first (0: not serving). When its stdin ends (the operator closed the channel,
+ * as sent, UNREACHABLE when ADDRESS:PORT took no connection) and says "port P" first (0: not serving). When its stdin ends (the operator closed the channel,
  * or died and sshd closed it), and after 12 hours whatever happens, it stops its batches, removes DIR and
  * exits.
  */
@@ -165,9 +165,10 @@ sub fetch {
   close($r);
   open(STDOUT, '>', "$dir/$n.log") or POSIX::_exit(1);
   open(STDERR, '>&', \*STDOUT) or POSIX::_exit(1);
-  my $fail = sub { print STDERR "batch $n: $_[0]\n"; unlink($part); POSIX::_exit(3); };
+  my $fail = sub { print STDERR "batch $n: $_[0]\n"; unlink($part); POSIX::_exit($_[1] // 3); };
   $SIG{ALRM} = sub { $fail->("the relay on $name stopped sending") };
-  my $c = IO::Socket::IP->new(PeerHost => $src, PeerPort => $port, Timeout => 15) or $fail->("cannot reach the relay on $name port $port: $@");
+  # On a cluster's own network a host answers at once or a firewall drops the port: 3 s covers a lost SYN.
+  my $c = IO::Socket::IP->new(PeerHost => $src, PeerPort => $port, Timeout => 3) or $fail->("cannot reach the relay on $name port $port: $@", 4);
   open(my $out, '>', $part) or $fail->("cannot write $part: $!");
   syswrite($c, "$token $n\n") or $fail->("cannot ask $name for it: $!");
   my $buf;
@@ -230,6 +231,8 @@ const streamDir = (id: string) => `${RELAY_ROOT}/${id}`;
 
 /** Exit code of a fetch when the batch did not arrive as the operator sent it (the fetch, or its check, failed). */
 export const FETCH_FAILED = 3;
+/** Exit code of a fetch whose source took no connection (a firewall, most often: then it fails at once, not after 15 s). */
+export const UNREACHABLE = 4;
 
 /**
  * The script a host's agent runs on batch $1, fetched from host $2 into dir/$1.tar.part (root-only): read
@@ -384,10 +387,10 @@ class Agent {
   }
 }
 
-/** A relayed batch that failed; `fetch` when it did not arrive as sent (worth fetching again from master0). */
+/** A relayed batch that failed; `again` when it is worth fetching again from master0. */
 class RelayFetchError extends SealimgError {
   constructor(
-    readonly fetch: boolean,
+    readonly again: boolean,
     message: string,
   ) {
     super('HOST_STEP_FAILED', message);
@@ -563,14 +566,16 @@ export class Relay {
           agent.sum(b);
           const r = await fetched;
           if (r.code === 0) return b;
-          throw new RelayFetchError(r.code === FETCH_FAILED, `${host.name}: relaying batch ${n} from ${src.host.name} failed: ${r.message || `exit code ${r.code}`}`);
+          // Worth one more try from master0, unless it was master0 that could not be reached.
+          const again = r.code === FETCH_FAILED || (r.code === UNREACHABLE && src !== this.chain[0]);
+          throw new RelayFetchError(again, `${host.name}: relaying batch ${n} from ${src.host.name} failed: ${r.message || `exit code ${r.code}`}`);
         };
         const src = await this.sourceFor(i, n);
         // A stream that did not arrive as sent gets one more try, from master0 after a pause; it left nothing behind.
         const [b, used] = await take(src).then(
           (b) => [b, src] as const,
           async (e: unknown) => {
-            if (!(e instanceof RelayFetchError && e.fetch)) throw e;
+            if (!(e instanceof RelayFetchError && e.again)) throw e;
             await sleep(RETRY_PAUSE_MS, signal);
             return [await take(this.chain[0]!), this.chain[0]!] as const;
           },
