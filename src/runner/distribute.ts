@@ -1,8 +1,9 @@
 /**
  * Sends a tree to a host, and on a re-run only what changed. What each host
  * has received is kept per host (relative path -> sha256) and written after
- * every batch, so a run killed half-way resends at most one batch. Files the
- * tree no longer has are removed from the host.
+ * every batch, so a run killed half-way resends at most the batches it had
+ * under way (BATCHES_IN_FLIGHT). Files the tree no longer has are removed
+ * from the host.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -215,7 +216,7 @@ export async function distributeTree(
   }
   if (todo.length === 0 && local.size > 0) return result;
 
-  // Batches: a killed run loses at most one; the first batch also makes the directory tree.
+  // Batches: a killed run loses at most those under way.
   const batches: Array<Array<[string, TreeFile]>> = [[]];
   const BATCH_BYTES = batchBytes();
   let size = 0;
