@@ -246,6 +246,9 @@ export class Applier {
     // Relay (relay.ts) only on a first run: a host with a record gets only changes, sent directly.
     // On unless SEALIMG_RELAY=0: bench/distribute.ts measures it against direct uploads.
     const fresh = async (h: RunHost) => !(await hasSent(dir.sentState(h.name), rootfs));
+    // gzip (level 1) only when asked: at about 50-60 MB/s on a core here it is slower than a 1 Gbit link, and
+    // registry/ and most binaries' bytes are compressed already; it pays on a slow operator link.
+    const compress = process.env.SEALIMG_DISTRIBUTE_GZIP === '1';
     const targets: RunHost[] = [];
     if (process.env.SEALIMG_RELAY !== '0' && others.length > 0 && (await fresh(master0))) {
       for (const h of others) if (await fresh(h)) targets.push(h);
@@ -253,7 +256,7 @@ export class Applier {
     let relay: Relay | undefined;
     if (targets.length > 0) {
       const s0 = await this.session(master0);
-      relay = await Relay.open(s0, master0, targets, this.opts.signal).catch((e: unknown) => {
+      relay = await Relay.open(s0, master0, targets, { compress, signal: this.opts.signal }).catch((e: unknown) => {
         say(`${master0.name}: cannot set up the relay (${e instanceof Error ? e.message : String(e)}); every host gets the tree directly`);
         return undefined;
       });
@@ -263,7 +266,7 @@ export class Applier {
     const tree = await listTree(m.rootfs);
     let treeBytes = 0;
     for (const f of tree.files.values()) treeBytes += f.size;
-    say(`Distributing ${tree.files.size} files (${(treeBytes / 1e6).toFixed(1)} MB) to ${hosts.length} host${hosts.length === 1 ? '' : 's'}${relay ? `, relayed host to host from master0 ${master0.name}` : ''}`);
+    say(`Distributing ${tree.files.size} files (${(treeBytes / 1e6).toFixed(1)} MB) to ${hosts.length} host${hosts.length === 1 ? '' : 's'}${compress ? ', gzipped' : ''}${relay ? `, relayed host to host from master0 ${master0.name}` : ''}`);
     const one = async (h: RunHost) => {
       const s = await this.session(h);
       const state = dir.sentState(h.name);
@@ -274,7 +277,7 @@ export class Applier {
         if (relay && h === master0) {
           // master0 first gets what every host gets (no registry/), keeping each batch's stream for the others.
           try {
-            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatchStart: (n) => relay!.start(n), onBatch: (b) => relay!.add(b), tree });
+            const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: isRegistry, step: 'distribute', signal: this.opts.signal, tee: (n) => relay!.teePath(n), onBatchStart: (n) => relay!.start(n), onBatch: (b) => relay!.add(b), tree, compress });
             files += r.sentFiles;
             bytes += r.sentBytes;
             relay.end();
@@ -293,12 +296,12 @@ export class Applier {
           }
         }
         // The direct upload: everything on a host that was not relayed to, else only what the relay left out or missed.
-        const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: h === reg ? undefined : isRegistry, step: 'distribute', signal: this.opts.signal, tree });
+        const r = await distributeTree(s, m.rootfs, rootfs, state, { exclude: h === reg ? undefined : isRegistry, step: 'distribute', signal: this.opts.signal, tree, compress });
         files += r.sentFiles;
         bytes += r.sentBytes;
         if (h === master0) {
           for (const app of m.apps) {
-            const a = await distributeTree(s, app.tree, dir.remoteApp(app.name), state, { step: 'distribute', signal: this.opts.signal });
+            const a = await distributeTree(s, app.tree, dir.remoteApp(app.name), state, { step: 'distribute', signal: this.opts.signal, compress });
             files += a.sentFiles;
             bytes += a.sentBytes;
           }

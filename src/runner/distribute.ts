@@ -174,6 +174,8 @@ export async function distributeTree(
     exclude?: (rel: string) => boolean;
     step?: string;
     signal?: AbortSignal;
+    /** gzip every batch (upload.ts `compress`). */
+    compress?: boolean;
     /** Keep a copy of batch n's stream at this path on the host (relay.ts). */
     tee?: (index: number) => string;
     /** Told after each batch landed and was recorded. */
@@ -240,7 +242,7 @@ export async function distributeTree(
     ];
     const label = `upload ${localDir} -> ${remoteDir}`;
     opts.onBatchStart?.(index);
-    const up = await uploadEntries(session, entries, remoteDir, label, { step: opts.step, signal: opts.signal, tee: opts.tee?.(index), knownHashes, onWritten });
+    const up = await uploadEntries(session, entries, remoteDir, label, { step: opts.step, signal: opts.signal, tee: opts.tee?.(index), knownHashes, onWritten, compress: opts.compress });
     let bytes = 0;
     for (const [rel, f] of batch) {
       const hex = up.files.get(rel);

@@ -241,7 +241,7 @@ export const UNREACHABLE = 4;
  * sha256 covers. When `serve`, the checked stream is renamed dir/N.tar for the agent to send on; else it
  * goes. Exits FETCH_FAILED, leaving nothing, when the stream is not what was sent.
  */
-export function batchScript(dir: string, remoteDir: string, serve: boolean): string {
+export function batchScript(dir: string, remoteDir: string, serve: boolean, compress = false): string {
   const d = shellQuote(dir);
   return [
     'n=$1 from=$2',
@@ -258,7 +258,7 @@ export function batchScript(dir: string, remoteDir: string, serve: boolean): str
     'exec 3< "$part"',
     serve ? `mv -f -- "$part" ${d}/"$n.tar"` : 'rm -f -- "$part"',
     // The agent runs with umask 077 (its streams are root-only); what it unpacks gets the usual 022, as a direct upload does.
-    `( umask 022; export ${STREAM_CHECKED}=1; ${receiveScript(remoteDir, { fromFile: true })}
+    `( umask 022; export ${STREAM_CHECKED}=1; ${receiveScript(remoteDir, { fromFile: true, compress })}
 ) <&3`,
   ].join('\n');
 }
@@ -427,6 +427,8 @@ export class Relay {
   private constructor(
     master0: Source,
     private readonly targets: RunHost[],
+    /** master0's streams are gzipped (SEALIMG_DISTRIBUTE_GZIP). */
+    private readonly compress: boolean,
   ) {
     this.chain = [master0, ...targets.map((host) => ({ host, starting: true, started: new Set<number>(), done: false }))];
   }
@@ -435,9 +437,10 @@ export class Relay {
    * Starts master0's agent for `targets` (chained in this order; every one of them may fall back to
    * master0); undefined (direct upload for everyone) when master0 is not reached as root.
    */
-  static async open(master0: SshSession, from: RunHost, targets: RunHost[], signal?: AbortSignal): Promise<Relay | undefined> {
+  static async open(master0: SshSession, from: RunHost, targets: RunHost[], opts: { compress?: boolean; signal?: AbortSignal } = {}): Promise<Relay | undefined> {
+    const signal = opts.signal;
     if (master0.user !== 'root' || targets.length === 0) return undefined;
-    const relay = new Relay({ host: from, session: master0, starting: false, started: new Set(), done: false }, targets);
+    const relay = new Relay({ host: from, session: master0, starting: false, started: new Set(), done: false }, targets, opts.compress ?? false);
     const m0 = relay.chain[0]!;
     m0.agent = await Agent.start(master0, from, agentCommand(relay.dir, relay.token, from.ip, false, targets.map((t) => t.ip), ''), signal);
     if (m0.agent.port === 0) {
@@ -536,7 +539,7 @@ export class Relay {
     const after = this.targets[i + 1];
     try {
       // An agent that cannot listen (port 0) still fetches; the next host then fetches from master0.
-      const agent = await Agent.start(session, host, agentCommand(this.dir, this.token, host.ip, true, after ? [after.ip] : [], batchScript(this.dir, remoteDir, after !== undefined)), signal);
+      const agent = await Agent.start(session, host, agentCommand(this.dir, this.token, host.ip, true, after ? [after.ip] : [], batchScript(this.dir, remoteDir, after !== undefined, this.compress)), signal);
       self.agent = agent;
       if (agent.port > 0) self.port = agent.port;
       self.starting = false;

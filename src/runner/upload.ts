@@ -14,8 +14,9 @@
  * last entry.
  */
 import { lstat, readdir, readlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join, posix } from 'node:path';
-import type { Writable } from 'node:stream';
+import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { SealimgError } from '../errors.js';
@@ -162,13 +163,24 @@ export function receiveScript(remoteDir: string, opts: { compress?: boolean; tee
   ].join('\n');
 }
 
-/** The stream's pages into `channel` (through gzip when `compress`), each released once it has taken the bytes. */
-async function writeStream(tar: UploadTar, channel: Writable, compress: boolean): Promise<void> {
+/**
+ * The stream's pages into `channel` (through gzip when `compress`), each released once it has taken the bytes;
+ * with `hashWire`, the sha256 and length of the gzipped bytes (what a kept copy holds: upload.ts `tee`).
+ */
+async function writeStream(tar: UploadTar, channel: Writable, compress: boolean, hashWire: boolean): Promise<UploadResult['stream']> {
   let out: Writable = channel;
   let piped: Promise<void> | undefined;
+  const wire = hashWire ? { hash: createHash('sha256'), bytes: 0 } : undefined;
   if (compress) {
     const gz = createGzip({ level: 1 });
-    piped = pipeline(gz, channel);
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        wire!.hash.update(chunk);
+        wire!.bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    piped = wire ? pipeline(gz, counted, channel) : pipeline(gz, channel);
     out = gz;
   }
   for await (const page of tar.pages()) {
@@ -177,6 +189,7 @@ async function writeStream(tar: UploadTar, channel: Writable, compress: boolean)
   }
   out.end();
   await piped;
+  return wire && { sha256: wire.hash.digest('hex'), bytes: wire.bytes };
 }
 
 /** Writes `data` and resolves once the stream is done with it; rejects if the stream closes first (ssh2 then never calls back). */
@@ -197,11 +210,17 @@ async function send(session: SshSession, entries: Entry[], remoteDir: string, la
   const tmp = `.sealimg-${randomId()}`;
   const compress = opts.compress ?? false;
   const command = receiveCommand(remoteDir, tmp, { compress, tee: opts.tee });
+  // A kept copy is checked against the sha256 of the bytes on the wire: the tar's, hashed on its thread, or gzip's.
   const tar = new UploadTar(entries, tmp, opts.knownHashes ?? new Map(), opts.tee !== undefined && !compress);
-  let writing: Promise<void> = Promise.resolve();
-  await session.exec(command, { stdin: (channel) => (writing = writeStream(tar, channel, compress).finally(() => opts.onWritten?.())), step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
+  let writing: Promise<UploadResult['stream']> = Promise.resolve(undefined);
+  const stdin = async (channel: Writable) => {
+    writing = writeStream(tar, channel, compress, opts.tee !== undefined && compress).finally(() => opts.onWritten?.());
+    await writing;
+  };
+  await session.exec(command, { stdin, step: opts.step ?? 'upload', label, signal: opts.signal, timeoutMs: opts.timeoutMs });
   // The command ends only once it has the whole stream, so the pages (and the result) are through by now.
-  await writing;
+  const gzipped = await writing;
   const r = tar.result!;
-  return { files: new Map(r.files), bytes: r.bytes, tmp, ...(r.stream ? { stream: r.stream } : {}) };
+  const stream = r.stream ?? gzipped;
+  return { files: new Map(r.files), bytes: r.bytes, tmp, ...(stream ? { stream } : {}) };
 }
