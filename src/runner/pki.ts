@@ -12,8 +12,6 @@ import { stringify } from 'yaml';
 import { SealimgError } from '../errors.js';
 import type { PkiFiles } from './pki-files.js';
 
-export { fileMode, type PkiFiles } from './pki-files.js';
-
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 

@@ -22,7 +22,7 @@
  *
  * The agent is one SSH command per host for the whole relay, told what to
  * fetch on its stdin, because every SSH command starts a login shell on the
- * host (on the test hosts, root's .bashrc alone costs 0.2 CPU-seconds). One
+ * host (on the test hosts, root's .bashrc alone costs 0.11 CPU-seconds). One
  * command per batch, and a server and a clean-up command per host, was 8
  * commands a host for the bench tree's 6 batches.
  *
@@ -231,7 +231,7 @@ const streamDir = (id: string) => `${RELAY_ROOT}/${id}`;
 
 /** Exit code of a fetch when the batch did not arrive as the operator sent it (the fetch, or its check, failed). */
 export const FETCH_FAILED = 3;
-/** Exit code of a fetch whose source took no connection (a firewall, most often: then it fails at once, not after 15 s). */
+/** Exit code of a fetch whose source took no connection within 3 s (a firewall that drops the relay's port, most often). */
 export const UNREACHABLE = 4;
 
 /**

@@ -30,9 +30,9 @@ export interface UploadOptions {
   /** Directories (relative paths) to leave out entirely, not even made on the host. */
   prune?: (rel: string) => boolean;
   /**
-   * gzip the stream (level 1). Off by default: gzip runs at about 50-60 MB/s on one core here
-   * (bench/ssh-upload.ts: 200 MB took 9.7 s gzipped against 2.6 s plain, scp -r 2.0 s), slower than
-   * a 1 Gbit/s link; worth it only on slow links with compressible trees.
+   * gzip the stream (level 1). Off by default: on bench/distribute's 723 MB tree it took one host at
+   * 1 Gbit from 6.7 to 10.8-11.1 s here (at 200 Mbit, 31.6 to 20.0 s): worth it only on slow links with
+   * compressible trees.
    */
   compress?: boolean;
   step?: string;
@@ -105,8 +105,6 @@ async function walk(root: string, filter?: (rel: string) => boolean, prune?: (re
   return out;
 }
 
-export { STREAM_CHECKED } from './upload-tar.js';
-
 const seconds = (d: Date) => Math.floor(d.getTime() / 1000);
 
 /** Uploads the tree at `localDir` into `remoteDir` on the host (made if missing). */
@@ -164,32 +162,36 @@ export function receiveScript(remoteDir: string, opts: { compress?: boolean; tee
 }
 
 /**
- * The stream's pages into `channel` (through gzip when `compress`), each released once it has taken the bytes;
- * with `hashWire`, the sha256 and length of the gzipped bytes (what a kept copy holds: upload.ts `tee`).
+ * The stream's pages into `channel`, each released once it has taken the bytes (the exec ends the channel).
+ * With `gzip`, through gzip; with `hashWire` too, the sha256 and length of the gzipped bytes (what a kept
+ * copy holds: `tee`).
  */
-async function writeStream(tar: UploadTar, channel: Writable, compress: boolean, hashWire: boolean): Promise<UploadResult['stream']> {
-  let out: Writable = channel;
-  let piped: Promise<void> | undefined;
-  const wire = hashWire ? { hash: createHash('sha256'), bytes: 0 } : undefined;
-  if (compress) {
-    const gz = createGzip({ level: 1 });
-    const counted = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        wire!.hash.update(chunk);
-        wire!.bytes += chunk.length;
-        done(null, chunk);
-      },
-    });
-    piped = wire ? pipeline(gz, counted, channel) : pipeline(gz, channel);
-    out = gz;
+async function writeStream(tar: UploadTar, channel: Writable, gzip: boolean, hashWire: boolean): Promise<UploadResult['stream']> {
+  if (!gzip) {
+    for await (const page of tar.pages()) {
+      await taken(channel, page.data);
+      page.release();
+    }
+    return undefined;
   }
+  const gz = createGzip({ level: 1 });
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      done(null, chunk);
+    },
+  });
+  const piped = hashWire ? pipeline(gz, counted, channel) : pipeline(gz, channel);
   for await (const page of tar.pages()) {
-    await taken(out, page.data);
+    await taken(gz, page.data);
     page.release();
   }
-  out.end();
+  gz.end();
   await piped;
-  return wire && { sha256: wire.hash.digest('hex'), bytes: wire.bytes };
+  return hashWire ? { sha256: hash.digest('hex'), bytes } : undefined;
 }
 
 /** Writes `data` and resolves once the stream is done with it; rejects if the stream closes first (ssh2 then never calls back). */

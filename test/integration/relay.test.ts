@@ -143,6 +143,9 @@ test('hosts whose firewall lets in only the ports the cluster uses get the tree 
   // that is never answered, the slow case.
   const rules = ['-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT', '-p tcp --dport 22 -j ACCEPT', '-p tcp --dport 5000 -j ACCEPT', '-p tcp -j DROP'];
   for (const h of hosts) for (const rule of rules) assert.is((await h.sh(`iptables -A INPUT ${rule}`)).code, 0, rule);
+  const n1log = join(ctx.home, 'default', 'logs', `${hosts[1]!.ip}.log`);
+  const logged = async () => readFile(n1log, 'utf8').catch(() => '');
+  const before = (await logged()).length;
   try {
     const t = Date.now();
     const r = await runSealimg(runArgs());
@@ -152,7 +155,11 @@ test('hosts whose firewall lets in only the ports the cluster uses get the tree 
       assert.match(r.stderr, new RegExp(`${esc(h.ip)}: relay failed \\([\\s\\S]*cannot reach the relay on`), r.stderr);
       assert.match(r.stderr, new RegExp(`${esc(h.ip)}: distributed \\d+ files \\([\\d.]+ MB\\)`), r.stderr);
     }
-    // node1 gives up on master0 at its first try (3 s); node2 tries node1, then master0 (3 + 1 + 3 s). It was 31 s.
+    // node1's source is master0: each batch it tried failed once, unreachable, and was not tried from master0 again.
+    const unreachable = [...(await logged()).slice(before).matchAll(/^#\d+ \| exit (\d+) 4 /gm)].map((m) => m[1]);
+    assert.ok(unreachable.length > 0, 'node1 could not reach master0');
+    assert.equal(unreachable, [...new Set(unreachable)], `one fetch a batch: ${unreachable.join(' ')}`);
+    // node1 gives up on master0 at its first try (3 s); node2 tries node1, then master0 (3 + 1 + 3 s). It was 34 s.
     assert.ok(s < 25, `the run took ${s.toFixed(1)} s`);
     await assertCleanAndComplete();
   } finally {

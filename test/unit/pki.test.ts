@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse } from 'yaml';
-import { PkiBuilder, fileMode, type PkiFiles } from '../../src/runner/pki.js';
+import { fileMode, type PkiFiles } from '../../src/runner/pki-files.js';
+import { PkiBuilder } from '../../src/runner/pki.js';
 import { ok } from '../helpers/cli.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
